@@ -367,6 +367,7 @@ def plot_progress(name, rows, figures, path):
     # across the hundreds of calls a campaign makes, and the caller's backend is left alone.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     from matplotlib.transforms import blended_transform_factory
 
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
@@ -434,9 +435,10 @@ def plot_progress(name, rows, figures, path):
         # headroom above the worst plotted point keeps the pinned markers clear of the dots
         lo, hi = min(r.val_bpb for r in on_scale), max(r.val_bpb for r in on_scale)
         pad = (hi - lo) * 0.06 or lo * 0.001
-        ax.set_ylim(lo - pad, hi + 3 * pad)
-    # a little room on the right for the last labels
-    ax.set_xlim(-0.5, max(len(rows) * 1.05, 2))
+        ax.set_ylim(lo - 2 * pad, hi + 3 * pad)  # and the directive ticks clear of the best dots
+    # a little room on the right for the last labels; experiments are whole numbers
+    ax.set_xlim(-0.5, max(len(rows) - 1, 1) + max(0.5, len(rows) * 0.05))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("experiment # (0 = baseline)")
     ax.set_ylabel("val_bpb (lower is better)")
     title = f"{name}: {figures['experiments']} experiments, {figures['keeps']} kept"
