@@ -318,7 +318,7 @@ def campaign_name(tsv):
 
 def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE):
     out = [f"# Campaign report: {name}", ""]
-    out.append(f"Source: `{tsv_name}` ({figures['format']} format, {len(rows)} rows).")
+    out.append(f"Source: `{tsv_name}` ({figures['format'] or 'no rows yet, so no'} format, {len(rows)} rows).")
     out += ["", f"![progress]({PLOT_FILE})", "", f"[{PLOT_FILE}]({PLOT_FILE})", ""]
 
     out += ["## Figures", "", "| figure | value |", "|---|---|"]
