@@ -16,6 +16,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from nanochat.prepare import load_harness
 
@@ -97,10 +98,12 @@ class Attention(nn.Module):
             v = v + gate * ve.view(B, T, self.n_head, self.head_dim)
         q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))   # QK-norm
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        if mask is None:
+        if mask is None:                          # full causal context: flash attention
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
+        elif isinstance(mask, torch.Tensor):      # CPU: sliding window as a boolean mask
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:                                     # CUDA: sliding window as a FlexAttention block mask
+            y = flex_attention(q, k, v, block_mask=mask)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -141,7 +144,7 @@ class GPT(nn.Module):
         cos, sin = rotary(seq_len, head_dim)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
-        self._masks = {}
+        self.masks = [None] * depth
 
     @torch.no_grad()
     def init_weights(self):
@@ -154,15 +157,19 @@ class GPT(nn.Module):
             nn.init.zeros_(block.attn.c_proj.weight)   # every block starts as the identity
             nn.init.zeros_(block.mlp.c_proj.weight)
 
-    def mask(self, window, T, device):
-        """None = plain causal attention; else a boolean sliding-window causal mask."""
-        if window >= T:
-            return None
-        key = (window, T, str(device))
-        if key not in self._masks:
-            i = torch.arange(T, device=device)
-            self._masks[key] = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < window)
-        return self._masks[key]
+    def setup_attention(self, device):
+        """One mask per block: None = plain causal; else a sliding-window causal mask."""
+        T = self.seq_len
+        for i, window in enumerate(self.windows):
+            if window >= T:
+                continue
+            if device == "cuda":
+                def in_window(b, h, q, kv, window=window):
+                    return (q >= kv) & (q - kv < window)
+                self.masks[i] = create_block_mask(in_window, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
+            else:
+                pos = torch.arange(T, device=device)
+                self.masks[i] = (pos[None, :] <= pos[:, None]) & (pos[:, None] - pos[None, :] < window)
 
     def forward(self, idx, targets=None):
         B, T = idx.shape
@@ -171,7 +178,7 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None
-            x = block(x, ve, cos, sin, self.mask(self.windows[i], T, idx.device))
+            x = block(x, ve, cos, sin, self.masks[i])
         logits = self.lm_head(norm(x)).float()
         logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
         if targets is None:
@@ -196,6 +203,7 @@ device = H.device
 model_dim = -(-DEPTH * ASPECT_RATIO // HEAD_DIM) * HEAD_DIM
 model = GPT(H.vocab_size, H.seq_len, DEPTH, model_dim, HEAD_DIM).to(device)
 model.init_weights()
+model.setup_attention(device)
 num_params = model.num_params()
 flops_per_token = model.flops_per_token()
 
