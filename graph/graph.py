@@ -1,0 +1,322 @@
+"""
+The campaign graph:
+
+    setup -> plateau -> [director] -> agent -> judge -> plateau -> ... -> END
+
+setup runs the baseline (row 1 of results.tsv); plateau counts experiments without a keep and
+sends the campaign through the director once it has stalled for --plateau-patience iterations;
+agent is a tool-calling loop over the four tools; judge keeps or discards deterministically and
+records the row. Every node is idempotent on resume: a node re-run after a kill finds what its
+killed run already did (a recorded row, a commit) and does not do it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langgraph.graph import END, START, StateGraph
+
+from graph import results
+from graph.configuration import Settings
+from graph.llm import LLMUnavailable, Models, invoke_with_retry
+from graph.prompts import render_prompt
+from graph.state import CampaignState, Outcome
+from tools import RunResult, Workspace, make_tools, run_training
+from tools.workspace import git
+
+EXPERIMENT_REF = "refs/autoresearch/experiments/{:05d}"   # every experiment's code stays reachable
+CHOICES = ("followed", "adapted", "rejected")
+DESCRIPTION_CHARS = 200
+
+
+@dataclass
+class Campaign:
+    """Everything the nodes need that is not state: settings, paths, models, tools, the UI."""
+    settings: Settings
+    run_dir: Path
+    models: Models
+    workspace: Workspace
+    on_event: Callable[[str, dict], None] = lambda kind, data: None   # the UI (graph/run.py)
+    on_progress: Callable[[str], None] | None = None                  # training stdout lines
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    director: object | None = None      # graph.director.Director, when the director is enabled
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / "results.tsv"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    def tools(self):
+        return make_tools(self.workspace, results_path=self.results_path, logs_dir=self.logs_dir,
+                          gpu=self.settings.gpu, on_progress=self.on_progress)
+
+    def train(self, run_name: str) -> RunResult:
+        return run_training(self.workspace, logs_dir=self.logs_dir, gpu=self.settings.gpu,
+                            on_progress=self.on_progress, run_name=run_name)
+
+
+# -----------------------------------------------------------------------------
+# Nodes
+
+def setup_node(c: Campaign):
+    def setup(state: CampaignState) -> dict:
+        if state.get("best_commit"):
+            return {}
+        started = state.get("started_at") or time.time()
+        row = results.row_for_iteration(c.results_path, 0)
+        if row is None:   # the baseline has not been recorded yet (first start, or killed mid-run)
+            c.workspace.discard()
+            c.on_event("phase", {"iteration": 0, "phase": "baseline training"})
+            run = c.train("iter-00000-baseline")
+            if run.status != "ok":
+                c.on_event("error", {"message": f"the baseline train.py failed ({run.status}): {run.message}"})
+                return {"stop_reason": f"baseline failed: {run.status}", "started_at": started,
+                        "iteration": 0, "stall": 0}
+            sha = c.workspace.keep("baseline")
+            results.append_row(c.results_path, _row(sha, run, "keep", "baseline", 0, run.val_bpb))
+            row = results.row_for_iteration(c.results_path, 0)
+        c.on_event("recorded", {"iteration": 0, "status": "keep", "val_bpb": row.val_bpb, "description": "baseline"})
+        return {"iteration": 0, "baseline_val_bpb": row.val_bpb, "best_val_bpb": row.val_bpb,
+                "best_commit": c.workspace.best_commit(), "stall": 0, "directive": "", "started_at": started,
+                "stop_reason": ""}
+    return setup
+
+
+def plateau_node(c: Campaign):
+    def plateau(state: CampaignState) -> dict:
+        reason = stop_reason(c, state)
+        c.on_event("stall", {"stall": state.get("stall", 0), "patience": c.settings.plateau_patience})
+        return {"stop_reason": reason}
+    return plateau
+
+
+def route_after_plateau(c: Campaign):
+    def route(state: CampaignState) -> str:
+        if state.get("stop_reason"):
+            return END
+        if c.director is not None and state.get("stall", 0) >= c.settings.plateau_patience:
+            return "director"
+        return "agent"
+    return route
+
+
+def agent_node(c: Campaign):
+    def agent(state: CampaignState) -> dict:
+        iteration = state["iteration"] + 1
+        c.workspace.discard()     # a resumed iteration starts from the best code, like a fresh one
+        directive = state.get("directive", "")
+        c.on_event("phase", {"iteration": iteration, "phase": "agent thinking"})
+        outcome = run_agent(c, state, iteration, directive)
+        return {"outcome": outcome}
+    return agent
+
+
+def judge_node(c: Campaign):
+    def judge(state: CampaignState) -> dict:
+        iteration = state["iteration"] + 1
+        outcome: Outcome = state.get("outcome") or {}
+        row = results.row_for_iteration(c.results_path, iteration)
+        if row is None:      # not recorded yet (a judge killed after recording skips to the end)
+            row = record(c, state, iteration, outcome)
+        kept = row.status == "keep"
+        if not kept:
+            c.workspace.discard()
+        best = row.val_bpb if kept else state["best_val_bpb"]
+        c.on_event("recorded", {"iteration": iteration, "status": row.status, "val_bpb": row.val_bpb,
+                                "description": row.description, "best": best})
+        directive_used = bool(outcome.get("directive"))
+        return {"iteration": iteration, "best_val_bpb": best, "best_commit": c.workspace.best_commit(),
+                "stall": 0 if kept else state.get("stall", 0) + 1,
+                "directive": "" if directive_used else state.get("directive", ""),
+                "outcome": {}}
+    return judge
+
+
+def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome):
+    """Decide keep / discard / crash, commit or reset, and append the row (flushed)."""
+    run = RunResult(**outcome["run"]) if outcome.get("run") else None
+    description = outcome.get("description") or "(no description)"
+    best = state["best_val_bpb"]
+    sha = "-"
+    if run is None:
+        status = "no-run"
+        description = f"{description} ({outcome.get('note') or 'the agent did not train'})"
+    else:
+        # commit exactly the code that was trained, kept or not, and keep a ref to it
+        c.workspace.discard()
+        (c.workspace.root / "train.py").write_text(outcome.get("trained_source") or "")
+        sha = c.workspace.commit(f"experiment {iteration}: {description}")
+        git(c.workspace.root, "update-ref", EXPERIMENT_REF.format(iteration), sha)
+        if run.status != "ok":
+            status = "crash"
+        elif run.val_bpb is not None and run.val_bpb < best - c.settings.min_improvement:
+            status = "keep"
+            c.workspace.keep(f"keep {iteration}: {description}")
+        else:
+            status = "discard"
+    new_best = run.val_bpb if status == "keep" else best
+    results.append_row(c.results_path, {
+        **_row(sha, run, status, description, iteration, new_best),
+        "directive": (state.get("directive_short") or outcome["directive"]) if outcome.get("directive") else "",
+        "agent_choice": outcome.get("agent_choice", ""),
+    })
+    return results.row_for_iteration(c.results_path, iteration)
+
+
+def route_after_judge(state: CampaignState) -> str:
+    return "plateau"
+
+
+def _row(sha: str, run: RunResult | None, status: str, description: str, iteration: int, best) -> dict:
+    m = run.metrics if run and run.status == "ok" else {}
+    return {
+        "commit": sha[:7] if sha and sha != "-" else "-",
+        "val_bpb": f"{m.get('val_bpb', 0.0):.6f}",
+        "memory_gb": f"{m.get('peak_vram_mb', 0.0) / 1024:.1f}",
+        "status": status,
+        "description": description,
+        "iteration": iteration,
+        "best_val_bpb": f"{best:.6f}" if best else "",
+        "training_seconds": m.get("training_seconds", ""),
+        "total_seconds": m.get("total_seconds", run.wall_seconds if run else ""),
+    }
+
+
+def stop_reason(c: Campaign, state: CampaignState) -> str:
+    s = c.settings
+    if state.get("stop_reason"):
+        return state["stop_reason"]
+    if c.stop_requested.is_set():
+        return "interrupted (Ctrl-C)"
+    if (c.run_dir / "STOP").exists():
+        return "STOP file found in the run dir"
+    if s.max_iterations is not None and state.get("iteration", 0) >= s.max_iterations:
+        return f"reached --max-iterations {s.max_iterations}"
+    if s.max_hours is not None and time.time() - state.get("started_at", time.time()) >= s.max_hours * 3600:
+        return f"reached --max-hours {s.max_hours}"
+    return ""
+
+
+# -----------------------------------------------------------------------------
+# The agent: a bounded tool-calling loop
+
+def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str) -> Outcome:
+    s = c.settings
+    tools = {t.name: t for t in c.tools()}
+    values = {
+        "iteration": iteration,
+        "best_val_bpb": f"{state['best_val_bpb']:.6f}",
+        "baseline_val_bpb": f"{state['baseline_val_bpb']:.6f}",
+        "history": results.history_table(c.results_path),
+        "stall": stall_text(state.get("stall", 0), s.plateau_patience),
+        "directive_section": render_prompt("agent_directive", {"directive": directive}, s.prompts_dir) if directive else "",
+        "max_agent_steps": s.max_agent_steps,
+    }
+    messages = [SystemMessage(render_prompt("agent_system", {}, s.prompts_dir)),
+                HumanMessage(render_prompt("agent_task", values, s.prompts_dir))]
+    model = c.models.agent.bind_tools(list(tools.values()))
+    outcome: Outcome = {"directive": directive, "agent_choice": "", "run": None, "description": ""}
+    steps = 0
+    final: AIMessage | None = None
+
+    def on_retry(attempt, wait, error):
+        c.on_event("retry", {"attempt": attempt, "wait": wait, "error": error})
+
+    while True:
+        try:
+            ai = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry)
+        except LLMUnavailable as e:
+            outcome["note"] = f"LLM unavailable: {e}"
+            c.on_event("error", {"message": outcome["note"]})
+            break
+        messages.append(ai)
+        if not ai.tool_calls:
+            final = ai
+            break
+        for call in ai.tool_calls:
+            steps += 1
+            if steps > s.max_agent_steps:
+                messages.append(ToolMessage(f"Refused: the step budget of {s.max_agent_steps} tool calls is spent. "
+                                            "Answer now without tool calls.", tool_call_id=call["id"]))
+                continue
+            messages.append(call_tool(c, tools, call, outcome, iteration))
+        if steps > s.max_agent_steps + 2:     # it keeps calling tools after being told to stop
+            outcome["note"] = "the agent ran out of tool-call steps"
+            break
+    text = _text(final.content) if final else ""
+    lines = [line.strip().strip("#*` ").strip() for line in text.splitlines() if line.strip()]
+    outcome["description"] = (lines[0] if lines else outcome.get("note", "no description"))[:DESCRIPTION_CHARS]
+    if directive:
+        lowered = text.lower()
+        outcome["agent_choice"] = next((ch for ch in CHOICES if f"directive: {ch}" in lowered),
+                                       next((ch for ch in CHOICES if ch in lowered), "rejected"))
+    if outcome.get("run") is None and not outcome.get("note"):
+        outcome["note"] = "the agent did not train"
+    return outcome
+
+
+def call_tool(c: Campaign, tools: dict, call: dict, outcome: Outcome, iteration: int) -> ToolMessage:
+    name, args = call["name"], call.get("args") or {}
+    tool = tools.get(name)
+    if tool is None:
+        return ToolMessage(f"Error: there is no tool {name!r}; use one of {sorted(tools)}.", tool_call_id=call["id"])
+    c.on_event("tool", {"iteration": iteration, "name": name, "args": args})
+    if name == "run_training":
+        source = (c.workspace.root / "train.py").read_text()
+        c.on_event("phase", {"iteration": iteration, "phase": "training"})
+        result = tool.invoke({**call, "type": "tool_call"})
+        run = result.artifact
+        if isinstance(run, RunResult):
+            outcome["run"] = asdict(run)
+            outcome["trained_source"] = source
+            c.on_event("trained", {"iteration": iteration, "status": run.status, "val_bpb": run.val_bpb})
+        c.on_event("phase", {"iteration": iteration, "phase": "agent thinking"})
+        return ToolMessage(result.content, tool_call_id=call["id"], name=name)
+    try:
+        content = tool.invoke(args)
+    except Exception as e:           # a tool bug must not end the campaign: tell the model
+        content = f"Error: {name} failed: {e}"
+    return ToolMessage(str(content), tool_call_id=call["id"], name=name)
+
+
+def stall_text(stall: int, patience: int) -> str:
+    if stall == 0:
+        return "The last experiment improved the best result (or this is the first one)."
+    return f"The last {stall} experiment(s) did not improve on the best (the director steps in after {patience})."
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+
+
+# -----------------------------------------------------------------------------
+# Wiring
+
+def build_graph(c: Campaign, checkpointer=None):
+    g = StateGraph(CampaignState)
+    g.add_node("setup", setup_node(c))
+    g.add_node("plateau", plateau_node(c))
+    g.add_node("agent", agent_node(c))
+    g.add_node("judge", judge_node(c))
+    g.add_edge(START, "setup")
+    g.add_edge("setup", "plateau")
+    targets = ["agent", END]
+    if c.director is not None:
+        g.add_node("director", c.director.subgraph())
+        g.add_edge("director", "agent")
+        targets.append("director")
+    g.add_conditional_edges("plateau", route_after_plateau(c), targets)
+    g.add_edge("agent", "judge")
+    g.add_edge("judge", "plateau")
+    return g.compile(checkpointer=checkpointer)

@@ -1,0 +1,209 @@
+"""
+`python -m graph.run`: start or resume a research campaign.
+
+With no API key and no GPU it runs a short offline demo on the CPU (built-in corpus, rule-based
+researcher); with a key and a GPU it runs the real thing until stopped (--max-iterations,
+--max-hours, a STOP file in the run dir, or Ctrl-C, which finishes recording first).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from graph import results
+from graph.configuration import Settings, parse_settings, resolve_profile
+from graph.graph import Campaign, build_graph
+from graph.llm import make_models
+
+DEMO_ITERATIONS = 4          # offline with no stop condition given: a demo of a few minutes
+CHECKPOINT_DB = "checkpoints.sqlite"
+RECURSION_LIMIT = 10**7      # the loop is bounded by its stop conditions, not by LangGraph
+STEP_RE = re.compile(r"^step \d+ \|\s*([\d.]+)%")
+
+console = Console()
+
+
+class CampaignError(RuntimeError):
+    pass
+
+
+def open_campaign(settings: Settings) -> tuple[Campaign, bool]:
+    """Create the run dir and workspace (or reopen them with --resume). Returns (campaign, resumed)."""
+    from nanochat.prepare import HarnessConfig
+    from tools import Workspace, kill_stale_runs
+
+    run_dir = (settings.runs_dir / settings.campaign).resolve()
+    ws_dir = run_dir / "workspace"
+    if settings.resume:
+        if not (run_dir / CHECKPOINT_DB).exists():
+            raise CampaignError(f"nothing to resume: {run_dir} holds no campaign (no {CHECKPOINT_DB})")
+        killed = kill_stale_runs(run_dir)
+        if killed:
+            console.print(f"[yellow]stopped {len(killed)} training process(es) left over from before: {killed}")
+        workspace = Workspace.open(ws_dir)
+    else:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise CampaignError(f"campaign {settings.campaign!r} already exists in {run_dir}: "
+                                f"add --resume to continue it, or pick another --campaign")
+        profile = resolve_profile(settings)
+        config = HarnessConfig(profile=profile, data=settings.data, time_budget=settings.time_budget)
+        config.resolved_profile()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        workspace = Workspace.create(ws_dir, config)
+    models = make_models(settings)
+    campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace)
+    return campaign, settings.resume
+
+
+class LiveUI:
+    """Rich progress: one line per event, a bar while training, a summary table at the end."""
+
+    def __init__(self, campaign: Campaign):
+        self.c = campaign
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                                 TimeElapsedColumn(), console=console, transient=True)
+        self.task = None
+        self.best = None
+        self.stall = 0
+        self.iteration = 0
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def status(self, phase: str) -> str:
+        best = f"{self.best:.6f}" if self.best else "-"
+        return f"iter {self.iteration} | {phase} | best {best} | stall {self.stall}"
+
+    def event(self, kind: str, data: dict) -> None:
+        p = self.progress
+        if kind == "phase":
+            self.iteration = data.get("iteration", self.iteration)
+            if self.task is not None:
+                p.remove_task(self.task)
+            total = 100 if data["phase"] in ("training", "baseline training") else None
+            self.task = p.add_task(self.status(data["phase"]), total=total)
+        elif kind == "recorded":
+            refresh_report(self.c.run_dir)
+            if data.get("status") == "keep":
+                self.best = data.get("val_bpb")
+            colour = {"keep": "green", "discard": "yellow", "crash": "red"}.get(data["status"], "white")
+            bpb = f"{data['val_bpb']:.6f}" if data.get("val_bpb") else "-"
+            p.console.print(f"[{colour}]#{data['iteration']:<3} {data['status']:<8}[/] val_bpb {bpb}  {data['description']}")
+        elif kind == "stall":
+            self.stall = data["stall"]
+        elif kind == "tool":
+            args = ", ".join(f"{k}={str(v)[:40]!r}" for k, v in data["args"].items())
+            p.console.print(f"    [dim]{data['name']}({args})[/]")
+        elif kind == "trained":
+            bpb = f"{data['val_bpb']:.6f}" if data.get("val_bpb") else "-"
+            p.console.print(f"    [dim]trained: {data['status']}, val_bpb {bpb}[/]")
+        elif kind == "retry":
+            p.console.print(f"    [yellow]LLM call failed ({data['error']}); retry {data['attempt']} in {data['wait']:.0f}s")
+        elif kind == "director":
+            p.console.print(f"[magenta]director:[/] {data['text']}")
+        elif kind == "error":
+            p.console.print(f"[red]{data['message']}")
+
+    def training_line(self, line: str) -> None:
+        m = STEP_RE.match(line)
+        if m and self.task is not None:
+            self.progress.update(self.task, completed=float(m.group(1)))
+
+
+def refresh_report(run_dir: Path) -> None:
+    from graph.report import write_report
+    try:
+        write_report(run_dir)
+    except Exception as e:    # a report problem must not stop the campaign
+        console.print(f"[yellow]could not refresh the report: {e}")
+
+
+def summary_table(run_dir: Path) -> Table:
+    t = Table(title=f"campaign {run_dir.name}")
+    for col in ("#", "status", "val_bpb", "description"):
+        t.add_column(col)
+    for r in results.rows(run_dir / "results.tsv"):
+        colour = {"keep": "green", "discard": "yellow", "crash": "red"}.get(r.status, "white")
+        t.add_row(str(r.iteration), f"[{colour}]{r.status}", f"{r.val_bpb:.6f}" if r.val_bpb else "-", r.description)
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    if settings.offline or not settings.credentials.has_any():
+        if not settings.offline:
+            console.print("[bold yellow]No API key found (OPENAI_API_KEY or DEEPSEEK_API_KEY): running the "
+                          "offline researcher (no LLM).[/]")
+        if settings.max_iterations is None and settings.max_hours is None:
+            settings.max_iterations = DEMO_ITERATIONS
+            console.print(f"[yellow]Offline demo: {DEMO_ITERATIONS} experiments after the baseline "
+                          f"(--max-iterations to change).[/]")
+    try:
+        campaign, resumed = open_campaign(settings)
+    except (CampaignError, ValueError) as e:
+        console.print(f"[red]error:[/] {e}")
+        return 2
+    from nanochat.prepare import HarnessConfig, prepare_data
+    config = HarnessConfig.read(campaign.workspace.root / "harness.json")
+    console.print(f"campaign [bold]{settings.campaign}[/] in {campaign.run_dir}"
+                  f"{' (resumed)' if resumed else ''}")
+    console.print(f"models: {campaign.models.label}")
+    console.print(f"harness: profile {config.profile}, data {config.data}, {config.budget:.0f}s per run"
+                  f"{' on the CPU (no GPU)' if config.profile == 'cpu' else ''}")
+    prepare_data(config, log=lambda s: console.print(f"[dim]{s}[/]"))
+
+    ui = LiveUI(campaign)
+    campaign.on_event, campaign.on_progress = ui.event, ui.training_line
+    interrupts = []
+
+    def on_sigint(signum, frame):
+        interrupts.append(time.time())
+        if len(interrupts) == 1:
+            campaign.stop_requested.set()
+            console.print("[yellow]Ctrl-C: finishing and recording the current experiment, then stopping "
+                          "(press again to abort now; --resume continues).[/]")
+        else:
+            raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, on_sigint)
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    conn = sqlite3.connect(campaign.run_dir / CHECKPOINT_DB, check_same_thread=False)
+    graph = build_graph(campaign, checkpointer=SqliteSaver(conn))
+    cfg = {"configurable": {"thread_id": settings.campaign}, "recursion_limit": RECURSION_LIMIT}
+    try:
+        with ui:
+            has_checkpoint = graph.get_state(cfg).values
+            final = graph.invoke(None if (resumed and has_checkpoint) else {}, cfg)
+    except KeyboardInterrupt:
+        console.print("[red]aborted.[/] Recorded experiments are in results.tsv; "
+                      f"continue with: python -m graph.run --campaign {settings.campaign} --resume")
+        return 130
+    finally:
+        conn.close()
+    console.print(summary_table(campaign.run_dir))
+    refresh_report(campaign.run_dir)
+    console.print(f"report: {campaign.run_dir / 'report.md'}, plot: {campaign.run_dir / 'progress.png'}")
+    console.print(f"stopped: {final.get('stop_reason') or 'done'}")
+    if campaign.models.offline:
+        console.print("\nThis was the offline researcher (no LLM). For the real thing: set OPENAI_API_KEY "
+                      "(+ OPENAI_BASE_URL for any OpenAI-compatible endpoint) or DEEPSEEK_API_KEY, run on a "
+                      "CUDA GPU, e.g.  python -m graph.run --campaign night1 --data climbmix")
+    return 1 if (final.get("stop_reason") or "").startswith("baseline failed") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

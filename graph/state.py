@@ -1,0 +1,28 @@
+"""The campaign's one typed state, checkpointed after every node (SQLite, in the run dir)."""
+
+from typing import TypedDict
+
+
+class Outcome(TypedDict, total=False):
+    """What the agent did in one iteration, handed from the agent node to the judge."""
+    description: str        # first line of the agent's final answer
+    run: dict | None        # the iteration's last training run (tools.RunResult as a dict)
+    trained_source: str     # train.py exactly as that run trained it (the agent may edit after)
+    directive: str          # the directive that was pending for this iteration ("" if none)
+    agent_choice: str       # followed | adapted | rejected | "" (no directive)
+    note: str               # why there was no run (LLM unavailable, out of steps, ...)
+
+
+class CampaignState(TypedDict, total=False):
+    iteration: int          # experiments recorded after the baseline (the baseline is 0)
+    baseline_val_bpb: float
+    best_val_bpb: float
+    best_commit: str
+    stall: int              # consecutive iterations without a keep
+    directive: str          # pending director directive for the next agent iteration ("" if none)
+    directive_short: str
+    code_summary: str       # the director's summary of the current train.py
+    paper: dict | None      # the paper the director last read (title, abstract, id)
+    outcome: Outcome
+    started_at: float       # wall-clock start of the campaign (for --max-hours)
+    stop_reason: str        # set when the campaign should end
