@@ -239,7 +239,7 @@ def apply_edits(source: str, edits: list[Edit]) -> tuple[str, list[str]]:
         new = reindent(edit.new, edit.old, found) if how == LEVELS[2][0] else edit.new
         lines[at:at + len(edit.old)] = new
         span = f"line {at + 1}" if len(found) == 1 else f"lines {at + 1}-{at + len(found)}"
-        note = f"{edit.label}: replaced {span} ({len(found)} lines) with {len(new)} lines"
+        note = f"{edit.label}: replaced {span} with {plural(len(new), 'line')}"
         if how != "exactly":
             note += f" (matched {how})"
         if edit.hint and edit.hint != at + 1:
@@ -247,6 +247,10 @@ def apply_edits(source: str, edits: list[Edit]) -> tuple[str, list[str]]:
         notes.append(note)
     text = "\n".join(lines) + ("\n" if trailing_newline else "")
     return text, notes
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def syntax_error_message(text: str, err: SyntaxError) -> str:
@@ -272,6 +276,6 @@ def apply_patch(source: str, patch: str) -> PatchResult:
     if len(diff) > MAX_DIFF_LINES:
         diff = diff[:MAX_DIFF_LINES] + [f"... ({len(diff) - MAX_DIFF_LINES} more diff lines)"]
     before, after = source.count("\n"), text.count("\n")
-    summary = (f"Applied {len(edits)} edit{'s' if len(edits) > 1 else ''} to train.py "
+    summary = (f"Applied {plural(len(edits), 'edit')} to train.py "
                f"({before} -> {after} lines).\n" + "\n".join(notes) + "\n" + "\n".join(diff))
     return PatchResult(text, summary)
