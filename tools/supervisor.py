@@ -70,7 +70,7 @@ class RunResult:
         v = self.metrics.get("val_bpb")
         return float(v) if isinstance(v, (int, float)) else None
 
-    def to_text(self, log_dir_name: str = "logs") -> str:
+    def to_text(self, log_dir_name: str = "logs", tail: bool = True) -> str:
         """The answer the model sees."""
         out = [f"status: {self.status}"]
         if self.status == "ok":
@@ -79,7 +79,7 @@ class RunResult:
             out.append(self.message)
         if self.log_path:
             out.append(f"full log: {log_dir_name}/{Path(self.log_path).name} (readable with read_file)")
-        if self.status != "ok" and self.tail:
+        if tail and self.status != "ok" and self.tail:
             out += [f"last {TAIL_LINES} lines of the log:", self.tail]
         return "\n".join(out)
 
