@@ -1,0 +1,24 @@
+# One command to set up and run, one to set up and test. Both create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: setup run test clean
+
+$(VENV)/.installed: pyproject.toml scripts/install_torch.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	bash scripts/install_torch.sh $(PY)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup         ## a campaign: offline demo with no key/GPU; pass flags with ARGS="..."
+	$(PY) -m graph.run $(ARGS)
+
+test: setup        ## the whole test suite (CPU)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,38 @@
+"""Shared fixtures: a private cache dir and a small real corpus (a slice of the stdlib)."""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cache")
+    os.environ["AUTORESEARCH_CACHE"] = str(d)   # child processes (train.py) inherit it
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """~1.5 MB of real text: every 20th stdlib module plus a Unicode file, as a local data dir."""
+    from nanochat.prepare import _builtin_files
+    root, files = _builtin_files()
+    out = tmp_path_factory.mktemp("corpus")
+    for i, p in enumerate(files[::20][:90]):
+        shutil.copy(p, out / f"{i:03d}_{p.name}")
+    (out / "unicode.md").write_text("Grüße, naïve café — 日本語のテキスト, emoji 🚀🔥, Ελληνικά.\n" * 200)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cpu_data(cache_dir, tiny_corpus):
+    from nanochat.prepare import HarnessConfig, prepare_data
+    config = HarnessConfig(profile="cpu", data=str(tiny_corpus), cache_dir=str(cache_dir))
+    return config, prepare_data(config, log=lambda s: None)

@@ -1,0 +1,188 @@
+"""The frozen harness: metric, packing, tokenizer, and real train.py runs on the CPU."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nanochat import prepare
+from nanochat.prepare import HarnessConfig, Tokenizer, check_causal, evaluate_bpb, pack_rows
+
+SUMMARY_KEYS = ["val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
+                "total_tokens_M", "num_steps", "num_params_M", "depth", "startup_seconds", "eval_seconds"]
+
+
+def _eval_targets(data, seq_len):
+    rows = data.val[data.eval_starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
+    return rows[:, 1:]
+
+
+class Uniform(torch.nn.Module):
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, x):
+        return torch.zeros(*x.shape, self.vocab)
+
+
+class Oracle(torch.nn.Module):
+    """Knows the validation rows: puts a huge logit on the true next token."""
+
+    def __init__(self, data, seq_len, vocab):
+        super().__init__()
+        rows = data.val[data.eval_starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
+        self.next = {tuple(r[:-1]): r[1:] for r in rows}
+        self.vocab = vocab
+
+    def forward(self, x):
+        out = torch.full((*x.shape, self.vocab), -50.0)
+        for b, row in enumerate(x.tolist()):
+            out[b, torch.arange(x.shape[1]), torch.from_numpy(self.next[tuple(row)])] = 50.0
+        return out
+
+
+def test_uniform_logits_give_log2_vocab_per_token(cpu_data):
+    config, data = cpu_data
+    p = config.resolved_profile()
+    vocab = data.meta["vocab_size"]
+    y = _eval_targets(data, p.seq_len)
+    nbytes = data.token_bytes[y]
+    counted = nbytes > 0                      # special tokens excluded from both sums
+    expected = math.log2(vocab) * counted.sum() / nbytes.sum()
+    got = evaluate_bpb(Uniform(vocab), data, p.seq_len, batch_size=7, device="cpu")  # ragged last batch
+    assert got == pytest.approx(expected, rel=1e-6)   # float32 per-token nats
+    assert (y == data.meta["bos_id"]).any(), "the check is only meaningful if some targets are BOS"
+
+
+def test_oracle_model_scores_about_zero(cpu_data):
+    config, data = cpu_data
+    p = config.resolved_profile()
+    got = evaluate_bpb(Oracle(data, p.seq_len, data.meta["vocab_size"]), data, p.seq_len, 16, "cpu")
+    assert 0 <= got < 1e-6
+
+
+def test_causality_probe_tells_a_peeking_model(cpu_data):
+    config, data = cpu_data
+    p = config.resolved_profile()
+    vocab = data.meta["vocab_size"]
+    emb = torch.nn.Embedding(vocab, vocab)
+
+    def causal(x):          # depends on the current token only
+        return emb(x)
+
+    def peeking(x):          # adds the next token's embedding: sees the future
+        e = emb(x)
+        return e + torch.roll(e, -1, dims=1)
+
+    assert check_causal(causal, data, p.seq_len, 4, "cpu") == 0.0
+    assert check_causal(peeking, data, p.seq_len, 4, "cpu") > 0.1
+
+
+def test_packing_rows_start_with_bos_no_padding_deterministic(cpu_data):
+    config, data = cpu_data
+    T, bos = 256, data.meta["bos_id"]
+    a = pack_rows(data.train, data.train_starts, T, 64, np.random.default_rng(7))
+    b = pack_rows(data.train, data.train_starts, T, 64, np.random.default_rng(7))
+    c = pack_rows(data.train, data.train_starts, T, 64, np.random.default_rng(8))
+    assert a.shape == (64, T + 1)
+    assert (a[:, 0] == bos).all()
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a.max() < data.meta["vocab_size"] and a.min() >= 0
+    # every row is a contiguous run of the packed corpus stream: no padding was inserted
+    stream = np.asarray(data.train)
+    for row in a[:8]:
+        starts = np.flatnonzero(stream[: len(stream) - T] == row[0])
+        assert any(np.array_equal(stream[s:s + T + 1], row) for s in starts)
+    # rows hold several documents back to back (packing), each one opened by BOS
+    assert (a[:, 1:] == bos).any()
+
+
+def test_train_loader_is_deterministic(cpu_data):
+    _, data = cpu_data
+    l1 = prepare.TrainLoader(data, 256, 8, "cpu", seed=3)
+    l2 = prepare.TrainLoader(data, 256, 8, "cpu", seed=3)
+    for _ in range(3):
+        (x1, y1), (x2, y2) = next(l1), next(l2)
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+        assert torch.equal(x1[:, 1:], y1[:, :-1])
+
+
+def test_tokenizer_round_trip_unicode(cpu_data):
+    _, data = cpu_data
+    tok = data.tokenizer
+    text = "Grüße 🚀 naïve — 日本語 \t\n  code: def f(x): return x**2  # ≤ ∑ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert data.token_bytes[ids].sum() == len(text.encode("utf-8"))
+    assert data.token_bytes[tok.bos_id] == 0
+
+
+def test_prepare_is_cached_and_idempotent(cpu_data, capsys):
+    config, data = cpu_data
+    again = prepare.prepare_data(config)
+    assert again.dir == data.dir
+    assert "building" not in capsys.readouterr().out
+
+
+def test_bad_data_path_is_a_clear_error(tmp_path):
+    with pytest.raises(prepare.HarnessError, match="does not exist"):
+        prepare.resolve_corpus(str(tmp_path / "nope"), tmp_path)
+    with pytest.raises(prepare.HarnessError, match="unknown profile"):
+        HarnessConfig(profile="tpu").resolved_profile()
+
+
+def test_render_applies_profile_constants():
+    text = prepare.render_train_py("cpu")
+    for name, value in prepare.PROFILES["cpu"].train_overrides.items():
+        assert f"\n{name} = {value!r}" in text
+    compile(text, "train.py", "exec")
+
+
+# -----------------------------------------------------------------------------
+# Real runs of the template on the CPU
+
+def _workspace(tmp_path, config, text=None):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "train.py").write_text(text or prepare.render_train_py("cpu"))
+    HarnessConfig(profile="cpu", data=config.data, time_budget=4, cache_dir=config.cache_dir).write(ws / "harness.json")
+    return ws
+
+
+def _run(ws, result):
+    env = {**os.environ, "NANOCHAT_RESULT_FILE": str(result),
+           "PYTHONPATH": str(Path(prepare.__file__).parent.parent)}
+    return subprocess.run([sys.executable, "train.py"], cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_real_cpu_run_reports_every_summary_key(tmp_path, cpu_data):
+    config, _ = cpu_data
+    ws = _workspace(tmp_path, config)
+    r = _run(ws, tmp_path / "result.json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    block = r.stdout.split("\n---\n")[-1]
+    summary = dict(line.split(":", 1) for line in block.strip().splitlines())
+    assert list(summary) == SUMMARY_KEYS
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "ok"
+    assert float(summary["val_bpb"]) == pytest.approx(result["val_bpb"], abs=1e-6)
+    assert result["training_seconds"] >= 4 and result["num_steps"] > 1
+
+
+@pytest.mark.slow
+def test_injected_nan_fails_loudly(tmp_path, cpu_data):
+    config, _ = cpu_data
+    text = prepare.render_train_py("cpu").replace("loss = train_model(x, y)", "loss = train_model(x, y) * float('nan')")
+    ws = _workspace(tmp_path, config, text)
+    r = _run(ws, tmp_path / "result.json")
+    assert r.returncode == prepare.FAIL_EXIT_CODE
+    assert "FAIL" in r.stdout
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "nan"

@@ -1,0 +1,320 @@
+"""Tests for graph/report.py. Every expected figure is worked out by hand next to its fixture."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from graph.report import (FORMATS, PLOT_FILE, REPORT_FILE, ReportError, compute_figures, main,
+                          read_results, write_report)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUIRED_KEYS = {"experiments", "keeps", "keep_rate_pct", "total_improvement_pct",
+                 "improvement_per_experiment_pct", "longest_stall", "best_val_bpb", "baseline_val_bpb"}
+
+
+def tsv(*lines, end="\n"):
+    """Join tab-separated fields written with ' | ' in the fixtures (easier to read than \\t)."""
+    return "\n".join(line.replace(" | ", "\t") for line in lines) + end
+
+
+OURS_HEADER = "\t".join(FORMATS["ours"])
+# 7 rows: K D K C D K D. Timestamps every 360 s. Row 2's keep followed a directive; row 5's keep
+# came with a directive the agent rejected (so it is agent-led); row 6 is a discard with the
+# lowest bpb of all (discarded for memory), which must not count as best.
+OURS_ROWS = [
+    "aaaaaaa | 1.000000 | 40.0 | keep | baseline | 0 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:00:00Z",
+    "bbbbbbb | 1.010000 | 40.1 | discard | gelu | 1 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:06:00Z",
+    "ccccccc | 0.980000 | 41.0 | keep | wider mlp | 2 | 0.980000 | 300.0 | 340.0 | go wider | followed | 2026-05-01T00:12:00Z",
+    "ddddddd | 0.000000 | 0.0 | crash | depth 20 (OOM) | 3 | 0.980000 | 10.0 | 20.0 |  |  | 2026-05-01T00:18:00Z",
+    "eeeeeee | 0.990000 | 41.0 | discard | lr 0.1 | 4 | 0.980000 | 300.0 | 340.0 |  |  | 2026-05-01T00:24:00Z",
+    "fffffff | 0.950000 | 41.0 | keep | qk-norm | 5 | 0.950000 | 300.0 | 340.0 | bigger batch | rejected | 2026-05-01T00:30:00Z",
+    "1111111 | 0.940000 | 79.0 | discard | 2x batch, memory blows up | 6 | 0.950000 | 300.0 | 340.0 | bigger batch | adapted | 2026-05-01T00:36:00Z",
+]
+OURS_EXPECTED = {
+    "format": "ours",
+    "experiments": 7,
+    "keeps": 3,                                   # rows 0, 2, 5
+    "keep_rate_pct": 3 / 7 * 100,                 # 42.857...
+    "baseline_val_bpb": 1.0,
+    "best_val_bpb": 0.95,                         # not 0.94 (discarded), not 0.0 (crash)
+    "total_improvement_pct": 5.0,                 # (1.00 - 0.95) / 1.00 * 100
+    "improvement_per_experiment_pct": 5.0 / 6,    # 6 experiments after the baseline
+    "longest_stall": 2,                           # rows 3-4 (crash, discard)
+    "crashes": 1,
+    "directive_keeps": 1,                         # row 2 (followed)
+    "agent_keeps": 1,                             # row 5 (directive rejected); baseline is neither
+    # training: 5*300 + 10 + 300 = 1810 s; wall: 36 min = 2160 s + last total 340 s = 2500 s
+    "gpu_duty_pct": 1810 / 2500 * 100,            # 72.4
+}
+
+AUTORESEARCH = tsv(
+    "commit | val_bpb | memory_gb | status | description",
+    "a1b2c3d | 0.997900 | 44.0 | keep | baseline",
+    "b2c3d4e | 1.005000 | 44.2 | discard | switch to GeLU activation",
+    "c3d4e5f | 0.000000 | 0.0 | crash | double model width (OOM)",
+    "d4e5f6a | 0.993200 | 44.0 | keep | increase LR to 0.04",
+    "e5f6a7b | 0.995000 | 44.1 | discard | warmdown 0.5",
+)
+AUTORESEARCH_EXPECTED = {
+    "format": "autoresearch",
+    "experiments": 5,
+    "keeps": 2,
+    "keep_rate_pct": 40.0,
+    "baseline_val_bpb": 0.9979,
+    "best_val_bpb": 0.9932,
+    "total_improvement_pct": 0.0047 / 0.9979 * 100,        # 0.47099...
+    "improvement_per_experiment_pct": 0.0047 / 0.9979 * 100 / 4,
+    "longest_stall": 2,                                    # discard, crash
+    "crashes": 1,
+    "directive_keeps": None, "agent_keeps": None, "gpu_duty_pct": None,  # not in this format
+}
+
+# statuses in mixed case on purpose
+AUTOAUTO = tsv(
+    "iter | val_bpb | best_val_bpb | memory_gb | status | description | timestamp",
+    "0 | 1.100000 | 1.100000 | 20.1 | KEEP | baseline | 2026-05-01T00:00:00",
+    "1 | 1.090000 | 1.090000 | 20.1 | Keep | lr warmup 200 | 2026-05-01T00:06:00",
+    "2 | 1.095000 | 1.090000 | 20.1 | DISCARD | gelu | 2026-05-01T00:12:00",
+    "3 | 0.000000 | 1.090000 | 0.0 | CRASH | flash attn typo | 2026-05-01T00:18:00",
+    "4 | 1.080000 | 1.080000 | 20.2 | keep | rope base 50k | 2026-05-01T00:24:00",
+)
+AUTOAUTO_EXPECTED = {
+    "format": "autoautoresearch",
+    "experiments": 5,
+    "keeps": 3,
+    "keep_rate_pct": 60.0,
+    "baseline_val_bpb": 1.1,
+    "best_val_bpb": 1.08,
+    "total_improvement_pct": 0.02 / 1.1 * 100,             # 1.8181...
+    "improvement_per_experiment_pct": 0.02 / 1.1 * 100 / 4,
+    "longest_stall": 2,
+    "crashes": 1,
+    "directive_keeps": None, "agent_keeps": None, "gpu_duty_pct": None,
+}
+
+
+def write_run(tmp_path, text, name="run-a"):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "results.tsv").write_text(text, encoding="utf-8")
+    return run
+
+
+def assert_figures(got, expected):
+    for key, want in expected.items():
+        if isinstance(want, float):
+            assert got[key] == pytest.approx(want, rel=1e-9), key
+        else:
+            assert got[key] == want, key
+
+
+def cli(*args):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, "-m", "graph.report", *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
+# -----------------------------------------------------------------------------
+# the three formats
+
+@pytest.mark.parametrize("text, expected", [
+    (tsv(OURS_HEADER, *OURS_ROWS), OURS_EXPECTED),
+    (AUTORESEARCH, AUTORESEARCH_EXPECTED),
+    (AUTOAUTO, AUTOAUTO_EXPECTED),
+], ids=["ours", "autoresearch", "autoautoresearch"])
+def test_formats_figures(tmp_path, text, expected):
+    run = write_run(tmp_path, text)
+    rows = read_results(run / "results.tsv")
+    assert len(rows) == expected["experiments"]
+    assert_figures(compute_figures(rows), expected)
+    # a run dir and the tsv inside it read the same
+    assert_figures(compute_figures(read_results(run)), expected)
+
+
+def test_rows_parsed_fields(tmp_path):
+    run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS))
+    rows = read_results(run)
+    assert [r.status for r in rows] == ["keep", "discard", "keep", "crash", "discard", "keep", "discard"]
+    assert rows[3].val_bpb is None  # 0.000000 means no metric
+    assert rows[2].directive == "go wider" and rows[2].agent_choice == "followed" and rows[2].directive_led
+    assert not rows[5].directive_led  # rejected
+    assert rows[0].directive == "" and rows[0].iteration == 0
+    assert rows[6].timestamp.isoformat() == "2026-05-01T00:36:00+00:00"
+    aa = read_results(write_run(tmp_path, AUTOAUTO, "aa"))
+    assert [r.status for r in aa] == ["keep", "keep", "discard", "crash", "keep"]
+    assert [r.iteration for r in aa] == [0, 1, 2, 3, 4]
+
+
+def test_longest_stall_counts_a_trailing_stall(tmp_path):
+    text = tsv("commit | val_bpb | memory_gb | status | description",
+               "a | 1.0 | 1 | keep | baseline",
+               "b | 1.1 | 1 | discard | x",
+               "c | 0.9 | 1 | keep | y",
+               "d | 1.1 | 1 | discard | z",
+               "e | 0.0 | 0 | crash | w",
+               "f | 1.2 | 1 | discard | v")
+    figures = compute_figures(read_results(write_run(tmp_path, text)))
+    assert figures["longest_stall"] == 3
+    assert figures["keeps"] == 2 and figures["experiments"] == 6
+
+
+def test_baseline_only_and_header_only(tmp_path):
+    only = compute_figures(read_results(write_run(tmp_path, tsv(OURS_HEADER, OURS_ROWS[0]), "one")))
+    assert only["experiments"] == 1 and only["keeps"] == 1 and only["keep_rate_pct"] == 100.0
+    assert only["total_improvement_pct"] == 0.0
+    assert only["improvement_per_experiment_pct"] is None  # nothing after the baseline to divide by
+    assert only["longest_stall"] == 0
+    assert only["gpu_duty_pct"] == pytest.approx(300 / 340 * 100)  # wall = 0 + last total_seconds
+
+    empty_run = write_run(tmp_path, tsv(OURS_HEADER), "empty")
+    assert compute_figures(read_results(empty_run))["experiments"] == 0
+    write_report(empty_run)  # a campaign that has not finished its baseline still gets a report
+    assert (empty_run / PLOT_FILE).stat().st_size > 1000
+
+
+# -----------------------------------------------------------------------------
+# damaged input
+
+def test_truncated_last_line_and_blank_lines(tmp_path, caplog):
+    # a blank line mid-file, and a campaign killed while writing its 8th row
+    text = tsv(OURS_HEADER, *OURS_ROWS[:3], "", *OURS_ROWS[3:], "2222222\t0.93", end="")
+    run = write_run(tmp_path, text)
+    with caplog.at_level(logging.WARNING, logger="graph.report"):
+        rows = read_results(run)
+    assert len(rows) == 7
+    assert_figures(compute_figures(rows), OURS_EXPECTED)
+    assert len(caplog.records) == 1 and "partial last line" in caplog.text and ":10:" in caplog.text
+
+
+def test_truncated_timestamp_on_last_line_is_skipped(tmp_path, caplog):
+    # all 12 fields present, but the write stopped inside the timestamp
+    cut = OURS_ROWS[1].replace("bbbbbbb", "3333333")[: -len("6:00Z")]
+    run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS, cut, end=""))
+    with caplog.at_level(logging.WARNING, logger="graph.report"):
+        assert len(read_results(run)) == 7
+    assert "partial last line" in caplog.text
+
+
+def test_damaged_middle_line_is_skipped(tmp_path, caplog):
+    text = tsv("commit | val_bpb | memory_gb | status | description",
+               "a | 1.0 | 1 | keep | baseline",
+               "b | oops | 1 | discard | x",
+               "c | 0.9 | 1 | keep | y")
+    with caplog.at_level(logging.WARNING, logger="graph.report"):
+        rows = read_results(write_run(tmp_path, text))
+    assert [r.commit for r in rows] == ["a", "c"]
+    assert "damaged line" in caplog.text and ":3:" in caplog.text
+
+
+def test_all_runs_crashed_after_baseline(tmp_path):
+    text = tsv("commit | val_bpb | memory_gb | status | description",
+               "a | 1.000000 | 1 | keep | baseline",
+               "b | 0.000000 | 0 | crash | x",
+               "c | 0.000000 | 0 | CRASH | y")
+    figures = compute_figures(read_results(write_run(tmp_path, text)))
+    assert figures["best_val_bpb"] == 1.0 and figures["total_improvement_pct"] == 0.0
+    assert figures["crashes"] == 2 and figures["longest_stall"] == 2
+
+
+def test_unknown_header_exits_2(tmp_path):
+    run = write_run(tmp_path, tsv("step | loss | acc", "1 | 2.0 | 0.5"))
+    res = cli(run)
+    assert res.returncode == 2
+    assert "unknown results.tsv header" in res.stderr and "Traceback" not in res.stderr
+    with pytest.raises(ReportError):
+        read_results(run)
+
+
+@pytest.mark.parametrize("what", ["missing file", "dir without tsv", "empty file"])
+def test_missing_or_empty_exits_2(tmp_path, what):
+    if what == "missing file":
+        target = tmp_path / "nope" / "results.tsv"
+    elif what == "dir without tsv":
+        target = tmp_path
+    else:
+        target = write_run(tmp_path, "")
+    res = cli(target)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("report: error:") and "Traceback" not in res.stderr
+    assert res.stdout == ""
+
+
+# -----------------------------------------------------------------------------
+# CLI and outputs
+
+def test_cli_json(tmp_path):
+    run = write_run(tmp_path, AUTORESEARCH)
+    res = cli(run / "results.tsv", "--json")
+    assert res.returncode == 0, res.stderr
+    figures = json.loads(res.stdout)
+    assert REQUIRED_KEYS <= figures.keys()
+    assert_figures(figures, AUTORESEARCH_EXPECTED)
+    assert (run / REPORT_FILE).exists() and (run / PLOT_FILE).exists()  # default out: next to the tsv
+
+
+def test_cli_json_ours_with_out_dir(tmp_path):
+    run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS))
+    out = tmp_path / "elsewhere"
+    res = cli(run, "--out", out, "--json")
+    assert res.returncode == 0, res.stderr
+    assert_figures(json.loads(res.stdout), OURS_EXPECTED)
+    assert (out / REPORT_FILE).exists() and (out / PLOT_FILE).exists()
+    assert not (run / REPORT_FILE).exists()
+
+
+def test_main_human_output(tmp_path, capsys):
+    run = write_run(tmp_path, AUTOAUTO)
+    assert main([str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert "keep rate: 60.0%" in printed and "wrote" in printed
+
+
+def test_report_md_contents(tmp_path):
+    run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS), name="night-7")
+    figures = write_report(run)
+    assert_figures(figures, OURS_EXPECTED)
+    md = (run / REPORT_FILE).read_text(encoding="utf-8")
+    assert md.startswith("# Campaign report: night-7\n")
+    assert f"({PLOT_FILE})" in md
+    assert "| keep rate | 42.9% |" in md
+    assert "| total improvement | 5.000% |" in md
+    assert "| longest stall (consecutive non-keeps) | 2 |" in md
+    assert "| GPU duty (training / wall time) | 72.4% |" in md
+    kept = md.split("## Kept experiments")[1].split("## Crashes")[0]
+    assert "| 2 | `ccccccc` | 0.980000 | -2.000% | wider mlp | directive (followed) |" in kept
+    assert "| 5 | `fffffff` | 0.950000 | -3.061% | qk-norm | agent |" in kept
+    assert "gelu" not in kept and "memory blows up" not in kept  # discards are not listed
+    crashes = md.split("## Crashes")[1].split("## Definitions")[0]
+    assert "| 3 | `ddddddd` | depth 20 (OOM) |" in crashes and "wider mlp" not in crashes
+
+
+def test_progress_png_is_a_real_image(tmp_path):
+    import matplotlib.image
+    run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS))
+    write_report(run)
+    png = run / PLOT_FILE
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 20_000  # a plotted chart, not an empty canvas
+    img = matplotlib.image.imread(png)
+    height, width = img.shape[:2]
+    assert 400 <= height <= 2000 and 800 <= width <= 3000 and width > height
+    # not a blank image: a real chart has many distinct colours
+    assert len({tuple(px) for px in img.reshape(-1, img.shape[2])[::37].round(2).tolist()}) > 20
+    assert not any(p.name.endswith(".tmp") or ".tmp." in p.name for p in run.iterdir())
+
+
+def test_write_report_is_fast_and_leaks_no_figures(tmp_path):
+    import matplotlib.pyplot as plt
+    rows = [OURS_ROWS[0]] + [OURS_ROWS[1 + i % 6].replace(f"| {1 + i % 6} |", f"| {i + 1} |") for i in range(199)]
+    run = write_run(tmp_path, tsv(OURS_HEADER, *rows))
+    write_report(run)  # warm-up: imports matplotlib and builds its font cache
+    start = time.perf_counter()
+    figures = write_report(run)
+    assert time.perf_counter() - start < 1.0
+    assert figures["experiments"] == 200
+    assert plt.get_fignums() == []
