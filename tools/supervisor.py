@@ -74,7 +74,7 @@ class RunResult:
         """The answer the model sees."""
         out = [f"status: {self.status}"]
         if self.status == "ok":
-            out += [f"{k}: {format_metric(v)}" for k, v in self.metrics.items()]
+            out += [f"{k}: {format_metric(v) if k == 'val_bpb' else v}" for k, v in self.metrics.items()]
         else:
             out.append(self.message)
         if self.log_path:
@@ -92,7 +92,8 @@ class RunResult:
 
 
 def format_metric(v) -> str:
-    return f"{v:.6f}" if isinstance(v, float) else str(v)
+    """val_bpb as the harness prints it: 6 decimals."""
+    return f"{v:.6f}" if isinstance(v, (int, float)) else str(v)
 
 
 # -----------------------------------------------------------------------------

@@ -44,9 +44,9 @@ def git(root, *args, check=True) -> str:
 
 
 def harness_json_text(config) -> str:
-    """harness.json text from a HarnessConfig (anything with to_json()), a dict or a JSON string."""
-    if hasattr(config, "to_json"):
-        text = config.to_json()
+    """harness.json text from a HarnessConfig (a pydantic model), a dict or a JSON string."""
+    if hasattr(config, "model_dump_json"):
+        text = config.model_dump_json(indent=2)
     elif isinstance(config, dict):
         text = json.dumps(config, indent=2)
     else:
