@@ -135,6 +135,12 @@ def test_nan_is_reported_by_the_harness(campaign):
     assert snapshot(ws) == before
 
 
+def test_the_harness_can_mark_a_run_invalid(campaign):
+    ws, logs = campaign('H.fail("invalid", "the model looks at future tokens")\n')
+    r = run_training(ws, logs_dir=logs)
+    assert r.status == "invalid" and "future tokens" in r.message and r.returncode == 3
+
+
 def test_out_of_memory(campaign):
     ws, logs = campaign('raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")\n')
     r = run_training(ws, logs_dir=logs)

@@ -69,6 +69,9 @@ FORBIDDEN_CALLS = {
 HARNESS_MODULES = ("nanochat.prepare", "prepare", "nanochat")
 PROTECTED_METHODS = {"evaluate_bpb", "finish", "fail", "load_harness"}  # never reassigned, on any object
 HARNESS_REASON = "the harness (its module, the Harness object and its methods) is read-only to train.py"
+# harness names train.py may not even read: the result channel, and everything private (_write_result, ...)
+HARNESS_PRIVATE = {"RESULT_ENV"}
+PRIVATE_REASON = "private parts of the harness (such as its result writer) are not train.py's to use"
 
 
 @dataclass
@@ -168,6 +171,9 @@ def check_source(source: str, filename: str = "train.py") -> list[Violation]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             check_module_name(node.module, line, out)
             for a in node.names:
+                if (node.module in HARNESS_MODULES or node.module.startswith("nanochat.")) and \
+                        (a.name.startswith("_") or a.name in HARNESS_PRIVATE):
+                    out.append(Violation(line, f"from {node.module} import {a.name}", PRIVATE_REASON))
                 if (node.module, a.name) in FORBIDDEN_ATTRIBUTES:
                     out.append(Violation(line, f"from {node.module} import {a.name}", FORBIDDEN_ATTRIBUTES[(node.module, a.name)]))
                 if node.module in RESTRICTED_MODULES and a.name not in RESTRICTED_MODULES[node.module][0]:
@@ -180,6 +186,9 @@ def check_source(source: str, filename: str = "train.py") -> list[Violation]:
                     out.append(Violation(line, f"{base + '.' if base else ''}{attr}", reason))
             if base in RESTRICTED_MODULES and node.attr not in RESTRICTED_MODULES[base][0]:
                 out.append(Violation(line, f"{base}.{node.attr}", RESTRICTED_MODULES[base][1]))
+            if root_name(node) in harness and (node.attr in HARNESS_PRIVATE or
+                                               node.attr.startswith("_") and node.attr not in FORBIDDEN_ATTRIBUTE_STRINGS):
+                out.append(Violation(line, ast.unparse(node), PRIVATE_REASON))
             if isinstance(node.ctx, (ast.Store, ast.Del)) and (root_name(node) in harness or node.attr in PROTECTED_METHODS):
                 out.append(Violation(line, f"assignment to {ast.unparse(node)}", HARNESS_REASON))
         # item writes into harness objects (H.__dict__["finish"] = ..., vars(H)[...] = ...)
