@@ -1,0 +1,176 @@
+"""
+The four LangChain tools the agent sees, bound to one campaign by make_tools(...).
+
+They know nothing of the graph. Every user error comes back as a string the model can act on
+(the tools never raise for those); run_training also returns its RunResult as the ToolMessage's
+artifact, so the graph can read the status and metrics without parsing text.
+"""
+
+import csv
+import sys
+from pathlib import Path
+
+from langchain_core.tools import StructuredTool
+from pydantic import BaseModel, Field
+
+from tools.patching import MAX_PATCH_BYTES, PatchError
+from tools.supervisor import WALL_SLACK, RunResult, run_training, time_budget
+from tools.workspace import PAGE_LINES, Workspace, WorkspaceError
+
+# -----------------------------------------------------------------------------
+# Constants
+
+LOGS_MOUNT = "logs"        # the name under which the agent reads the run logs
+RECENT_EXPERIMENTS = 10    # rows of results.tsv shown by read_metrics
+DESCRIPTION_CHARS = 60     # a description longer than this is cut in the table
+
+READ_FILE_DESCRIPTION = f"""Show a file with numbered lines (number, tab, text). The numbers are for reference only:
+never copy them into a patch.
+Readable files: 'train.py' (the training script you edit), 'harness.json' (this campaign's pinned settings:
+profile, data, time budget), 'prepare.py' (the frozen harness: data, tokenizer, evaluation; read-only) and
+the run logs under 'logs/' (e.g. 'logs/run-20250101-120000.log'; 'logs' lists them).
+At most {PAGE_LINES} lines are shown per call; the answer says how to read on."""
+
+APPLY_PATCH_DESCRIPTION = f"""Edit train.py (the only editable file). Send either
+
+1) one or more SEARCH/REPLACE blocks, each replacing lines copied exactly from the current train.py:
+<<<<<<< SEARCH
+LEARNING_RATE = 0.02
+=======
+LEARNING_RATE = 0.04
+>>>>>>> REPLACE
+
+2) or a unified diff:
+--- a/train.py
++++ b/train.py
+@@ -10,3 +10,3 @@
+ context line
+-old line
++new line
+ context line
+
+Each block or hunk must match exactly one place in train.py: include enough unchanged lines to make it
+unique. Small whitespace or line-number mistakes are tolerated. All edits apply or none does; an edit
+that leaves train.py unable to compile is refused and the error names the line. prepare.py and
+harness.json are read-only. train.py must not print 'val_bpb:' lines or touch the harness's evaluation.
+Maximum patch size {MAX_PATCH_BYTES // 1000} KB. The answer summarizes what changed."""
+
+RUN_TRAINING_DESCRIPTION = """Train the current train.py once under this campaign's harness (fixed time budget of
+{budget:.0f} s of training, plus startup and evaluation; killed at {wall:.0f} s). Answers with the status:
+'ok' with the metrics (val_bpb, validation bits per byte: lower is better), or 'crash', 'oom' (out of
+GPU memory), 'nan' (the loss diverged), 'timeout', 'invalid' (the script tried to report its own metric
+or tamper with the harness), with the reason and the last lines of the log. Takes no arguments."""
+
+READ_METRICS_DESCRIPTION = """Show the last training run's status and metrics, and a table of the campaign's
+recent experiments (commit, val_bpb, memory, status, description) with the best val_bpb so far.
+Takes no arguments."""
+
+
+class ReadFileArgs(BaseModel):
+    path: str = Field(description="File to show, relative to the workspace: 'train.py', 'harness.json', "
+                                  "'prepare.py', or a log such as 'logs/<name>.log'.")
+    start_line: int = Field(1, description="First line to show, counting from 1.")
+    end_line: int | None = Field(None, description=f"Last line to show (inclusive); default: up to "
+                                                   f"{PAGE_LINES} lines from start_line.")
+
+
+class ApplyPatchArgs(BaseModel):
+    patch: str = Field(description="SEARCH/REPLACE blocks or a unified diff for train.py.")
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+def invalid_arguments(err) -> str:
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in err.errors())
+    return f"The tool was called with invalid arguments ({problems}). Check the argument names and types and call it again."
+
+
+# -----------------------------------------------------------------------------
+# read_metrics helpers
+
+def last_run(logs_dir: Path) -> RunResult | None:
+    saved = sorted(logs_dir.glob("*.json"), key=lambda p: p.stat().st_mtime) if logs_dir.exists() else []
+    for path in reversed(saved):
+        try:
+            return RunResult.load(path)
+        except (ValueError, TypeError, OSError):
+            continue
+    return None
+
+
+def experiments_table(results_path) -> str:
+    if results_path is None or not Path(results_path).exists():
+        return "No experiments recorded yet."
+    with open(results_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r.get("commit")]
+    if not rows:
+        return "No experiments recorded yet."
+    kept = [float(r["val_bpb"]) for r in rows if r.get("status") == "keep" and is_number(r.get("val_bpb"))]
+    out = [f"Recent experiments (last {min(len(rows), RECENT_EXPERIMENTS)} of {len(rows)}):",
+           "commit   val_bpb   mem_gb  status   description"]
+    for r in rows[-RECENT_EXPERIMENTS:]:
+        desc = (r.get("description") or "").replace("\n", " ")
+        if len(desc) > DESCRIPTION_CHARS:
+            desc = desc[:DESCRIPTION_CHARS - 3].rstrip() + "..."
+        out.append(f"{r['commit']:<8} {r.get('val_bpb', ''):<9} {r.get('memory_gb', ''):<7} "
+                   f"{r.get('status', ''):<8} {desc}")
+    if kept:
+        out.append(f"Best val_bpb so far: {min(kept):.6f}")
+    return "\n".join(out)
+
+
+def is_number(s) -> bool:
+    try:
+        float(s)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+# -----------------------------------------------------------------------------
+# The tools
+
+def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, wall_limit=None,
+               python: str = sys.executable, on_progress=None) -> list[StructuredTool]:
+    """[read_file, apply_patch, run_training, read_metrics] bound to one campaign: its workspace,
+    its results.tsv (optional), the run's logs/ directory, its GPU and wall limit."""
+    logs_dir = Path(logs_dir)
+    budget = time_budget(workspace.harness_config())
+    wall = wall_limit or 2 * budget + WALL_SLACK  # only for the description: the supervisor decides
+
+    def read_file(path: str, start_line: int = 1, end_line: int | None = None) -> str:
+        try:
+            return workspace.read(path, start_line, end_line, mounts={LOGS_MOUNT: logs_dir})
+        except WorkspaceError as err:
+            return f"Error: {err}."
+
+    def apply_patch(patch: str) -> str:
+        try:
+            return workspace.apply_patch(patch)
+        except PatchError as err:
+            return f"Error: {err}"
+
+    def run_training_tool() -> tuple[str, RunResult]:
+        result = run_training(workspace, logs_dir=logs_dir, gpu=gpu, wall_limit=wall_limit, python=python,
+                              on_progress=on_progress)
+        return result.to_text(LOGS_MOUNT), result
+
+    def read_metrics() -> str:
+        run = last_run(logs_dir)
+        head = "No training run yet: call run_training." if run is None else "Last run:\n" + run.to_text(LOGS_MOUNT, tail=False)
+        return head + "\n\n" + experiments_table(results_path)
+
+    common = dict(handle_validation_error=invalid_arguments)
+    return [
+        StructuredTool.from_function(read_file, name="read_file", description=READ_FILE_DESCRIPTION,
+                                     args_schema=ReadFileArgs, **common),
+        StructuredTool.from_function(apply_patch, name="apply_patch", description=APPLY_PATCH_DESCRIPTION,
+                                     args_schema=ApplyPatchArgs, **common),
+        StructuredTool.from_function(run_training_tool, name="run_training",
+                                     description=RUN_TRAINING_DESCRIPTION.format(budget=budget, wall=wall),
+                                     args_schema=NoArgs, response_format="content_and_artifact", **common),
+        StructuredTool.from_function(read_metrics, name="read_metrics", description=READ_METRICS_DESCRIPTION,
+                                     args_schema=NoArgs, **common),
+    ]
