@@ -360,10 +360,11 @@ def _steps(c: Constant, rule: Rule) -> list[tuple[Value, int]]:
     v = c.value
     if rule.kind == "choice":
         return [(alt, 0) for alt in rule.choices if alt != v]
-    is_int = isinstance(v, int)
+    # An int stays an int only under whole steps: `WARMUP_RATIO = 0` + 0.05 must give 0.05.
+    is_int = isinstance(v, int) and float(rule.step).is_integer()
     if rule.kind == "mul":
         if v == 0:
-            raw = [(rule.seed, 1)] if rule.seed is not None else []
+            return [(float(rule.seed), 1)] if rule.seed is not None else []
         elif is_int:
             step = int(rule.step)
             raw = [(v * step, 1), (v // step if v % step == 0 else None, -1)]
@@ -571,7 +572,8 @@ def split_directive(task: str) -> tuple[str, str]:
     lines = task.splitlines()
     for i, line in enumerate(lines):
         heading = re.match(r"^(#+)\s+(.*)$", line)
-        if not (heading and "directive" in heading.group(2).lower()):
+        title = heading.group(2).lower() if heading else ""
+        if "directive" not in title or "history" in title:
             continue
         level, end = len(heading.group(1)), len(lines)
         for j in range(i + 1, len(lines)):
@@ -698,7 +700,7 @@ class OfflineResearcher(BaseChatModel):
             if len(failed) >= MAX_READ_TRIES:
                 return self._final("could not read train.py", [_text(failed[-1].result.content)[:200]
                                                                  if failed[-1].result else "no result"])
-            return _tool_call("read_file", {"path": TRAIN_PY}, it, "reading train.py")
+            return self._call("read_file", {"path": TRAIN_PY}, it, "reading train.py")
         constants = parse_constants(file_text(_text(reads[-1].result.content)))
 
         patches = [t for t in it.turns if t.name == "apply_patch"]
@@ -710,7 +712,7 @@ class OfflineResearcher(BaseChatModel):
             move = move_from_patch(applied.args.get("patch", ""))
             if not runs:
                 what = move.description if move else "the patch"
-                return _tool_call("run_training", {}, it, f"training with {what}")
+                return self._call("run_training", {}, it, f"training with {what}")
             return self._report(move, runs[-1], constants, history, directive, failed_keys)
 
         if len(patches) >= MAX_PATCH_TRIES:
@@ -720,7 +722,12 @@ class OfflineResearcher(BaseChatModel):
         if move is None:
             lines = [f"directive: {reading.verdict} - {reading.why}"] if reading else []
             return self._final(NO_EXPERIMENT_LEFT, lines + ["every move I know on the constants of train.py was tried"])
-        return _tool_call("apply_patch", {"patch": move.patch}, it, f"trying {move.description} ({move.reason})")
+        return self._call("apply_patch", {"patch": move.patch}, it, f"trying {move.description} ({move.reason})")
+
+    def _call(self, name: str, args: dict[str, Any], it: Iteration, note: str) -> AIMessage:
+        if self.tool_names and name not in self.tool_names:  # bound, but without the tool we need
+            return self._final(f"no experiment: the {name} tool is not available", [])
+        return _tool_call(name, args, it, note)
 
     def _choose(self, constants, history, directive, exclude) -> tuple[Move | None, DirectiveReading | None]:
         reading = read_directive(directive, constants, history, exclude) if directive else None

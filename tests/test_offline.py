@@ -3,7 +3,6 @@
 import re
 from pathlib import Path
 
-import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 
@@ -233,7 +232,7 @@ def test_bind_tools_accepts_real_tools():
 
 
 def test_runs_inside_a_langgraph_tool_loop():
-    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.graph import START, MessagesState, StateGraph
     from langgraph.prebuilt import ToolNode, tools_condition
 
     workspace = {"train.py": FIXTURE}
@@ -316,3 +315,53 @@ def test_director_pushes_a_kept_direction():
         summary=summary, history=history_table([("keep", "MATRIX_LR: 0.04 -> 0.06")]), stall="", paper=""))
     text = OfflineDirector().invoke(prompt).content
     assert text.startswith("I think you could try setting MATRIX_LR to 0.09")
+
+
+def test_only_the_last_task_counts_so_resumes_match():
+    rows = [("keep", "MATRIX_LR: 0.04 -> 0.06")]
+    source = FIXTURE.replace("MATRIX_LR = 0.04", "MATRIX_LR = 0.06")
+    fresh = [task(rows)]
+    earlier = [task([]), AIMessage("DEPTH: 8 -> 9"), *fresh]  # a graph that keeps old turns
+    model = researcher()
+    assert model.invoke(fresh).tool_calls[0]["args"] == model.invoke(earlier).tool_calls[0]["args"]
+    read = ToolMessage(numbered(source), tool_call_id=model.invoke(fresh).tool_calls[0]["id"])
+    a = model.invoke(fresh + [model.invoke(fresh), read])
+    b = model.invoke(earlier + [model.invoke(earlier), read])
+    assert a.tool_calls[0]["args"] == b.tool_calls[0]["args"]
+
+
+def test_a_history_with_a_directive_column_is_not_a_pending_directive():
+    text = ("## History (with directives)\n\n| 1 | discard | DEPTH: 8 -> 9 | I think you could try setting MATRIX_LR to 0.06 |\n")
+    messages = [HumanMessage(text)]
+    model = researcher()
+    messages += [model.invoke(messages)]
+    messages += [ToolMessage(numbered(FIXTURE), tool_call_id=messages[-1].tool_calls[0]["id"])]
+    messages += [model.invoke(messages)]
+    messages += [ToolMessage("applied", tool_call_id=messages[-1].tool_calls[0]["id"])]
+    messages += [model.invoke(messages)]
+    messages += [ToolMessage("status: ok\nval_bpb: 1.2", tool_call_id=messages[-1].tool_calls[0]["id"])]
+    final = model.invoke(messages)
+    assert "directive:" not in final.content
+    assert not final.content.startswith("DEPTH: 8 -> 9")
+
+
+def test_refuses_politely_when_a_needed_tool_is_not_bound():
+    @tool
+    def read_metrics() -> str:
+        """The last run's metrics."""
+        return ""
+
+    reply = OfflineResearcher().bind_tools([read_metrics]).invoke([task([])])
+    assert not reply.tool_calls and "read_file tool is not available" in reply.content
+
+
+def test_int_zero_ratios_and_underscored_ints():
+    source = "WARMUP_RATIO = 0\nWEIGHT_DECAY = 0\nTOTAL_BATCH_TOKENS = 65_536\nDEVICE_BATCH_SIZE = 8\n"
+    seen = set()
+    rows = []
+    for _ in range(6):
+        final, _, _ = run_iteration(researcher(), source, rows)
+        seen.add(final.content.splitlines()[0])
+        rows.append(("discard", final.content.splitlines()[0]))
+    assert {"WARMUP_RATIO: 0 -> 0.05", "WEIGHT_DECAY: 0 -> 0.1", "TOTAL_BATCH_TOKENS: 65_536 -> 131_072",
+            "TOTAL_BATCH_TOKENS: 65_536 -> 32_768, DEVICE_BATCH_SIZE: 8 -> 4"} <= seen
