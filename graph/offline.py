@@ -790,12 +790,21 @@ class OfflineDirector(BaseChatModel):
     def respond(self, messages: Sequence[BaseMessage]) -> str:
         prompt = "\n\n".join(_text(m.content) for m in messages)
         steps = _STEP_MARKER.findall(prompt)
-        step = steps[-1] if steps else ("summarize" if "```python" in prompt else "directive")
+        step = steps[-1] if steps else _guess_step(prompt)
         if step == "summarize":
             return summarize(_code_block(prompt))
         if step == "directive":
             return write_directive(prompt)
         return f"{DIRECTOR_LABEL}: nothing to add for step {step!r}."
+
+
+def _guess_step(prompt: str) -> str:
+    """For a prompt without its marker (e.g. an override that dropped it)."""
+    if "```python" in prompt:
+        return "summarize"
+    if "directive" in prompt.lower() or TENTATIVE.lower() in prompt.lower():
+        return "directive"
+    return "unknown"
 
 
 def _code_block(prompt: str) -> str:

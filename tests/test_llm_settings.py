@@ -116,3 +116,10 @@ def test_date_tag_format():
 def test_direct_construction_does_not_parse_sys_argv(clean_env, monkeypatch):
     monkeypatch.setattr("sys.argv", ["prog", "--campaign", "from-argv"])
     assert Settings(campaign="direct").campaign == "direct"
+
+
+def test_resolve_profile(clean_env):
+    from graph.configuration import resolve_profile
+
+    assert resolve_profile(Settings(profile="gpu-small")) == "gpu-small"
+    assert resolve_profile(Settings()) in {"cpu", "h100"}

@@ -365,3 +365,11 @@ def test_int_zero_ratios_and_underscored_ints():
         rows.append(("discard", final.content.splitlines()[0]))
     assert {"WARMUP_RATIO: 0 -> 0.05", "WEIGHT_DECAY: 0 -> 0.1", "TOTAL_BATCH_TOKENS: 65_536 -> 131_072",
             "TOTAL_BATCH_TOKENS: 65_536 -> 32_768, DEVICE_BATCH_SIZE: 8 -> 4"} <= seen
+
+
+def test_director_without_markers_and_unknown_steps():
+    director = OfflineDirector()
+    assert director.invoke(f"Summarize:\n```python\n{FIXTURE}```").content.startswith("offline director (no LLM)")
+    assert director.invoke("Write one directive.\n## Current train.py\nDEPTH = 8\n").content.startswith(
+        "I think you could try setting DEPTH to")
+    assert "nothing to add" in director.invoke("<!-- step: pick-paper -->\nWhich paper?").content
