@@ -1,0 +1,180 @@
+"""Campaign settings: one pydantic-settings model feeds the CLI, the environment and `.env`.
+
+Precedence, highest first: command line > `AUTORESEARCH_*` environment > `.env` > defaults.
+
+API keys are deliberately *not* fields of `Settings`: they are read, without the prefix, into a
+private `Credentials` object, so they never reach `--help`, `repr(settings)`, `str(settings)`
+or `settings.model_dump()` (and so never a log, a checkpoint or a report).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+# -----------------------------------------------------------------------------
+# constants
+
+PROG = "python -m graph.run"
+ENV_PREFIX = "AUTORESEARCH_"
+ENV_FILE = ".env"
+
+DEFAULT_ARXIV_TERMS = [
+    "language model pretraining",
+    "transformer architecture",
+    "optimizer",
+    "attention",
+    "normalization",
+    "scaling laws",
+    "learning rate schedule",
+    "tokenization",
+    "muon optimizer",
+    "training efficiency",
+]
+DEFAULT_ARXIV_CATEGORIES = ["cs.LG", "cs.CL", "cs.AI", "stat.ML", "cs.NE"]
+
+
+def date_tag() -> str:
+    """The default campaign name: the local start time, e.g. 2026-11-24-2130."""
+    return datetime.now().strftime("%Y-%m-%d-%H%M")
+
+
+# -----------------------------------------------------------------------------
+# credentials (no prefix, never printed)
+
+
+class Credentials(BaseSettings):
+    """Provider keys, read from the environment / `.env` under their usual names."""
+
+    model_config = SettingsConfigDict(env_prefix="", env_file=ENV_FILE, extra="ignore")
+
+    openai_api_key: SecretStr | None = None
+    # Not a secret, but read under the name every OpenAI-compatible tool uses; `--base-url` wins.
+    openai_base_url: str | None = None
+    deepseek_api_key: SecretStr | None = None
+
+    def secrets(self) -> list[str]:
+        """The raw key values, for redacting them out of any text we format."""
+        keys = (self.openai_api_key, self.deepseek_api_key)
+        return [k.get_secret_value() for k in keys if k is not None and k.get_secret_value()]
+
+
+# -----------------------------------------------------------------------------
+# settings
+
+
+class Settings(BaseSettings):
+    """Autonomous research on nanochat's train.py: edit, train for a fixed budget, keep or discard."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=ENV_FILE,
+        extra="ignore",  # a shared .env may hold other tools' variables
+        cli_prog_name=PROG,
+        cli_kebab_case=True,
+        cli_implicit_flags=True,  # --offline / --no-offline instead of --offline true
+        cli_avoid_json=True,
+        cli_hide_none_type=True,
+        cli_enforce_required=False,
+    )
+
+    # --- the campaign
+    campaign: str = Field(
+        default_factory=date_tag,
+        description="campaign name, a folder under --runs-dir; default: the start time, YYYY-MM-DD-HHMM",
+    )
+    runs_dir: Path = Field(Path("runs"), description="where campaigns live")
+    resume: bool = Field(False, description="continue the campaign named by --campaign where it stopped")
+    max_iterations: int | None = Field(
+        None, ge=0, description="experiments to run after the baseline; None: until stopped"
+    )
+    max_hours: float | None = Field(None, gt=0, description="stop starting new experiments after this many hours; None: no limit")
+
+    # --- the harness (pinned for a campaign)
+    time_budget: float | None = Field(
+        None, gt=0, description="training wall-clock budget per run, in seconds; None: the profile's"
+    )
+    profile: str | None = Field(
+        None, description="harness profile: cpu, gpu-small or h100; None: h100 with a CUDA GPU, else cpu"
+    )
+    data: str = Field("builtin", description="training corpus: builtin, climbmix or a local path")
+    gpu: str | None = Field(
+        None, description="GPU to train on, exported as CUDA_VISIBLE_DEVICES (e.g. 0); None: as visible"
+    )
+
+    # --- the research loop
+    plateau_patience: int = Field(
+        3, ge=1, description="experiments without a new best before the director steps in"
+    )
+    max_agent_steps: int = Field(12, ge=1, description="tool calls the agent may make in one experiment")
+    min_improvement: float = Field(
+        0.0, ge=0, description="how much val_bpb must drop below the best for a change to be kept"
+    )
+    prompts_dir: Path | None = Field(
+        None, description="folder of prompt .md files overriding the packaged ones of the same name; None: packaged only"
+    )
+
+    # --- the models
+    offline: bool = Field(False, description="use the built-in offline researcher and director (no LLM)")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint; None: $OPENAI_BASE_URL, else the provider's"
+    )
+    agent_model: str | None = Field(None, description="model that edits train.py; None: the provider's default")
+    director_model: str | None = Field(None, description="model that writes directives; None: the provider's default")
+    reasoner_model: str | None = Field(None, description="model for slow reasoning steps; None: the provider's default")
+    director_temperature: float = Field(1.0, ge=0, description="sampling temperature of the director")
+    llm_timeout: float = Field(120.0, gt=0, description="seconds before an LLM request is abandoned and retried")
+    llm_max_attempts: int = Field(6, ge=1, description="attempts per LLM call before the experiment is given up")
+
+    # --- papers for the director
+    arxiv_terms: list[str] = Field(
+        DEFAULT_ARXIV_TERMS, description="arXiv search terms for the director"
+    )
+    arxiv_categories: list[str] = Field(
+        DEFAULT_ARXIV_CATEGORIES, description="arXiv categories to search"
+    )
+
+    # Private: not a field, so not on the CLI, not in repr / str / model_dump.
+    _credentials: Credentials = PrivateAttr(default_factory=Credentials)
+
+    @property
+    def credentials(self) -> Credentials:
+        return self._credentials
+
+    def with_credentials(self, credentials: Credentials) -> Settings:
+        """A copy using these keys instead of the environment's (tests, embedding)."""
+        copy = self.model_copy()
+        copy._credentials = credentials
+        return copy
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    """Settings from the command line (default `sys.argv[1:]`) over env, `.env` and defaults.
+
+    `--help` prints every option with its description and exits (code 0); an unknown option or a
+    bad value prints an error and exits with code 2.
+    """
+    try:
+        return CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else list(argv))
+    except ValidationError as e:
+        # A bad value (from the CLI, the environment or .env) is a usage error, not a traceback.
+        for err in e.errors():
+            name = "_".join(str(part) for part in err["loc"])
+            where = f"--{name.replace('_', '-')} / {ENV_PREFIX}{name.upper()}"
+            print(f"{PROG}: error: {where}: {err['msg']} (got {err.get('input')!r})", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def resolve_profile(settings: Settings) -> str:
+    """The harness profile to use: the explicit one, else h100 when torch sees a CUDA GPU, else cpu."""
+    if settings.profile:
+        return settings.profile
+    try:
+        import torch  # lazy: importing torch costs seconds and the settings must not need it
+    except ImportError:
+        return "cpu"
+    return "h100" if torch.cuda.is_available() else "cpu"
