@@ -25,7 +25,7 @@ from langgraph.graph import END, START, StateGraph
 from graph import results
 from graph.configuration import Settings
 from graph.llm import LLMUnavailable, Models, invoke_with_retry
-from graph.prompts import render_prompt
+from graph.prompts import directive_section, render_prompt
 from graph.state import CampaignState, Outcome
 from tools import RunResult, Workspace, make_tools, run_training
 from tools.workspace import git
@@ -218,7 +218,7 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str)
         "baseline_val_bpb": f"{state['baseline_val_bpb']:.6f}",
         "history": results.history_table(c.results_path),
         "stall": stall_text(state.get("stall", 0), s.plateau_patience),
-        "directive_section": render_prompt("agent_directive", {"directive": directive}, s.prompts_dir) if directive else "",
+        "directive_section": directive_section(directive, s.prompts_dir),
         "max_agent_steps": s.max_agent_steps,
     }
     messages = [SystemMessage(render_prompt("agent_system", {}, s.prompts_dir)),

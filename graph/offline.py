@@ -131,7 +131,7 @@ PAPER_KEYWORDS = {
 _ASSIGN = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]+)?=(?!=)")
 _DESCRIPTION = re.compile(r"\b([A-Z][A-Z0-9_]*): ([^\s,|]+) -> ([^\s,|]+)")
 _STATUS = re.compile(r"(?<![\w-])(keep|kept|discard|discarded|crash|crashed|no-run)(?![\w-])", re.I)
-_NUMBERED = re.compile(r"^\s*\d+\| ?(.*)$")
+_NUMBERED = re.compile(r"^\s*\d+(?:\| ?|\t)(.*)$")   # read_file's "  12\tcode" (or "12| code")
 _STEP_MARKER = re.compile(r"<!--\s*step:\s*([\w-]+)\s*-->")
 _FAILURE = re.compile(
     r"^\W*(error|failed|failure|fail|patch failed|rejected|could not|cannot|can't|invalid|no match)\b", re.I

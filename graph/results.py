@@ -16,7 +16,7 @@ HISTORY_ROWS = 40        # rows of history the agent sees (the oldest are summar
 
 def clean(text: str, limit: int = 300) -> str:
     """One TSV cell: no tabs or newlines, bounded length."""
-    text = " ".join(str(text or "").split())
+    text = " ".join(("" if text is None else str(text)).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

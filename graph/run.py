@@ -37,7 +37,7 @@ class CampaignError(RuntimeError):
     pass
 
 
-def open_campaign(settings: Settings) -> tuple[Campaign, bool]:
+def open_campaign(settings: Settings, models) -> tuple[Campaign, bool]:
     """Create the run dir and workspace (or reopen them with --resume). Returns (campaign, resumed)."""
     from nanochat.prepare import HarnessConfig
     from tools import Workspace, kill_stale_runs
@@ -60,7 +60,6 @@ def open_campaign(settings: Settings) -> tuple[Campaign, bool]:
         config.resolved_profile()
         run_dir.mkdir(parents=True, exist_ok=True)
         workspace = Workspace.create(ws_dir, config)
-    models = make_models(settings)
     campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace)
     return campaign, settings.resume
 
@@ -144,7 +143,8 @@ def summary_table(run_dir: Path) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(argv)
-    if settings.offline or not settings.credentials.has_any():
+    models = make_models(settings)
+    if models.offline:
         if not settings.offline:
             console.print("[bold yellow]No API key found (OPENAI_API_KEY or DEEPSEEK_API_KEY): running the "
                           "offline researcher (no LLM).[/]")
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[yellow]Offline demo: {DEMO_ITERATIONS} experiments after the baseline "
                           f"(--max-iterations to change).[/]")
     try:
-        campaign, resumed = open_campaign(settings)
+        campaign, resumed = open_campaign(settings, models)
     except (CampaignError, ValueError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2
