@@ -12,7 +12,8 @@ killed run already did (a recorded row, a commit) and does not do it twice.
 
 from __future__ import annotations
 
-import json
+import os
+import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from tools.workspace import git
 
 EXPERIMENT_REF = "refs/autoresearch/experiments/{:05d}"   # every experiment's code stays reachable
 CHOICES = ("followed", "adapted", "rejected")
+FAULT_ENV = "AUTORESEARCH_FAULT"   # tests only: SIGKILL this process at a named point (resume tests)
 DESCRIPTION_CHARS = 200
 
 
@@ -164,16 +166,20 @@ def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome):
         else:
             status = "discard"
     new_best = run.val_bpb if status == "keep" else best
+    fault_point("judge-before-row")
     results.append_row(c.results_path, {
         **_row(sha, run, status, description, iteration, new_best),
         "directive": (state.get("directive_short") or outcome["directive"]) if outcome.get("directive") else "",
         "agent_choice": outcome.get("agent_choice", ""),
     })
+    fault_point("judge-after-row")
     return results.row_for_iteration(c.results_path, iteration)
 
 
-def route_after_judge(state: CampaignState) -> str:
-    return "plateau"
+def fault_point(name: str) -> None:
+    """Crash-test hook: with AUTORESEARCH_FAULT=<name>, die here as a kill -9 would."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _row(sha: str, run: RunResult | None, status: str, description: str, iteration: int, best) -> dict:

@@ -23,7 +23,10 @@ from rich.table import Table
 from graph import results
 from graph.configuration import Settings, parse_settings, resolve_profile
 from graph.graph import Campaign, build_graph
-from graph.llm import make_models
+from graph.llm import Models, make_models
+from graph.prompts import PromptError
+from nanochat.prepare import HarnessError
+from tools.workspace import WorkspaceError
 
 DEMO_ITERATIONS = 4          # offline with no stop condition given: a demo of a few minutes
 CHECKPOINT_DB = "checkpoints.sqlite"
@@ -141,6 +144,53 @@ def summary_table(run_dir: Path) -> Table:
     return t
 
 
+def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = False) -> dict:
+    """Open (or resume) the campaign and run its graph to a stop condition. Returns the final state."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from nanochat.prepare import HarnessConfig, prepare_data
+
+    campaign, resumed = open_campaign(settings, models)
+    config = HarnessConfig.read(campaign.workspace.root / "harness.json")
+    console.print(f"campaign [bold]{settings.campaign}[/] in {campaign.run_dir}{' (resumed)' if resumed else ''}")
+    console.print(f"models: {campaign.models.label}")
+    console.print(f"harness: profile {config.profile}, data {config.data}, {config.budget:.0f}s per run"
+                  f"{' on the CPU (no GPU)' if config.profile == 'cpu' else ''}")
+    prepare_data(config, log=lambda s: console.print(f"[dim]{s}[/]"))   # before the baseline's clock
+
+    ui = LiveUI(campaign)
+    campaign.on_event, campaign.on_progress = ui.event, ui.training_line
+    if handle_sigint:
+        install_sigint(campaign)
+    conn = sqlite3.connect(campaign.run_dir / CHECKPOINT_DB, check_same_thread=False)
+    graph = build_graph(campaign, checkpointer=SqliteSaver(conn))
+    cfg = {"configurable": {"thread_id": "campaign"}, "recursion_limit": RECURSION_LIMIT}
+    try:
+        with ui:
+            started = bool(graph.get_state(cfg).values)
+            final = graph.invoke(None if started else {}, cfg)
+    finally:
+        conn.close()
+    console.print(summary_table(campaign.run_dir))
+    refresh_report(campaign.run_dir)
+    console.print(f"report: {campaign.run_dir / 'report.md'}, plot: {campaign.run_dir / 'progress.png'}")
+    console.print(f"stopped: {final.get('stop_reason') or 'done'}")
+    return final
+
+
+def install_sigint(campaign: Campaign) -> None:
+    """First Ctrl-C: finish and record the current experiment, then stop. Second: abort now."""
+    interrupts = []
+
+    def on_sigint(signum, frame):
+        interrupts.append(time.time())
+        if len(interrupts) > 1:
+            raise KeyboardInterrupt
+        campaign.stop_requested.set()
+        console.print("[yellow]Ctrl-C: finishing and recording the current experiment, then stopping "
+                      "(press again to abort now; --resume continues).[/]")
+    signal.signal(signal.SIGINT, on_sigint)
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(argv)
     models = make_models(settings)
@@ -152,53 +202,19 @@ def main(argv: list[str] | None = None) -> int:
             settings.max_iterations = DEMO_ITERATIONS
             console.print(f"[yellow]Offline demo: {DEMO_ITERATIONS} experiments after the baseline "
                           f"(--max-iterations to change).[/]")
+    resume_hint = f"python -m graph.run --campaign {settings.campaign} --runs-dir {settings.runs_dir} --resume"
     try:
-        campaign, resumed = open_campaign(settings, models)
-    except (CampaignError, ValueError) as e:
+        final = run_campaign(settings, models, handle_sigint=True)
+    except (CampaignError, HarnessError, WorkspaceError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2
-    from nanochat.prepare import HarnessConfig, prepare_data
-    config = HarnessConfig.read(campaign.workspace.root / "harness.json")
-    console.print(f"campaign [bold]{settings.campaign}[/] in {campaign.run_dir}"
-                  f"{' (resumed)' if resumed else ''}")
-    console.print(f"models: {campaign.models.label}")
-    console.print(f"harness: profile {config.profile}, data {config.data}, {config.budget:.0f}s per run"
-                  f"{' on the CPU (no GPU)' if config.profile == 'cpu' else ''}")
-    prepare_data(config, log=lambda s: console.print(f"[dim]{s}[/]"))
-
-    ui = LiveUI(campaign)
-    campaign.on_event, campaign.on_progress = ui.event, ui.training_line
-    interrupts = []
-
-    def on_sigint(signum, frame):
-        interrupts.append(time.time())
-        if len(interrupts) == 1:
-            campaign.stop_requested.set()
-            console.print("[yellow]Ctrl-C: finishing and recording the current experiment, then stopping "
-                          "(press again to abort now; --resume continues).[/]")
-        else:
-            raise KeyboardInterrupt
-    signal.signal(signal.SIGINT, on_sigint)
-
-    from langgraph.checkpoint.sqlite import SqliteSaver
-    conn = sqlite3.connect(campaign.run_dir / CHECKPOINT_DB, check_same_thread=False)
-    graph = build_graph(campaign, checkpointer=SqliteSaver(conn))
-    cfg = {"configurable": {"thread_id": settings.campaign}, "recursion_limit": RECURSION_LIMIT}
-    try:
-        with ui:
-            has_checkpoint = graph.get_state(cfg).values
-            final = graph.invoke(None if (resumed and has_checkpoint) else {}, cfg)
+    except PromptError as e:
+        console.print(f"[red]prompt error:[/] {e}\nFix the prompt, then continue with: {resume_hint}")
+        return 2
     except KeyboardInterrupt:
-        console.print("[red]aborted.[/] Recorded experiments are in results.tsv; "
-                      f"continue with: python -m graph.run --campaign {settings.campaign} --resume")
+        console.print(f"[red]aborted.[/] Recorded experiments are in results.tsv; continue with: {resume_hint}")
         return 130
-    finally:
-        conn.close()
-    console.print(summary_table(campaign.run_dir))
-    refresh_report(campaign.run_dir)
-    console.print(f"report: {campaign.run_dir / 'report.md'}, plot: {campaign.run_dir / 'progress.png'}")
-    console.print(f"stopped: {final.get('stop_reason') or 'done'}")
-    if campaign.models.offline:
+    if models.offline:
         console.print("\nThis was the offline researcher (no LLM). For the real thing: set OPENAI_API_KEY "
                       "(+ OPENAI_BASE_URL for any OpenAI-compatible endpoint) or DEEPSEEK_API_KEY, run on a "
                       "CUDA GPU, e.g.  python -m graph.run --campaign night1 --data climbmix")

@@ -1,0 +1,283 @@
+"""The campaign engine: full CPU campaigns driven by scripted models, over HTTP, resumed after kill -9."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from graph import results
+from graph.configuration import Credentials, Settings
+from graph.llm import make_models, offline_models
+from graph.prompts import PromptError
+from graph.run import run_campaign
+from nanochat.prepare import render_train_py
+from tools.workspace import git
+from tests.fake_openai import FakeOpenAI, delayed, error, rate_limited, reply, tool_calls_reply
+
+ROOT = Path(__file__).resolve().parent.parent
+LR_LINE = next(l for l in render_train_py("cpu").splitlines() if l.startswith("MATRIX_LR = "))
+
+
+def patch_lr(value: float) -> str:
+    return f"<<<<<<< SEARCH\n{LR_LINE}\n=======\nMATRIX_LR = {value}\n>>>>>>> REPLACE\n"
+
+
+class Scripted(BaseChatModel):
+    """Answers from a fixed list of AIMessages, recording every message list it was given."""
+    script: list
+    seen: list = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def bind_tools(self, tools, **kwargs):
+        return self
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.seen.append(list(messages))
+        if not self.script:
+            return ChatResult(generations=[ChatGeneration(message=AIMessage("out of script"))])
+        return ChatResult(generations=[ChatGeneration(message=self.script.pop(0))])
+
+
+def call(name, i, **args):
+    return {"name": name, "args": args, "id": f"{name}-{i}", "type": "tool_call"}
+
+
+def experiment(i, lr, description):
+    """One iteration: read, patch, train, answer."""
+    return [AIMessage("", tool_calls=[call("read_file", i, path="train.py")]),
+            AIMessage("", tool_calls=[call("apply_patch", i, patch=patch_lr(lr))]),
+            AIMessage("", tool_calls=[call("run_training", i)]),
+            AIMessage(f"{description}\nbecause why not")]
+
+
+def settings_for(tmp_path, cpu_data, **kw) -> Settings:
+    config, _ = cpu_data
+    base = dict(campaign="t", runs_dir=tmp_path / "runs", profile="cpu", data=config.data, time_budget=2,
+                max_iterations=2, offline=True, plateau_patience=99)
+    return Settings(**{**base, **kw})
+
+
+def tsv(settings) -> list:
+    return results.rows(settings.runs_dir / settings.campaign / "results.tsv")
+
+
+def workspace_dir(settings) -> Path:
+    return settings.runs_dir / settings.campaign / "workspace"
+
+
+@pytest.mark.slow
+def test_scripted_campaign_records_every_experiment(tmp_path, cpu_data):
+    settings = settings_for(tmp_path, cpu_data, max_iterations=3)
+    agent = Scripted(script=[
+        *experiment(1, 0.03, "MATRIX_LR 0.03"),
+        AIMessage("", tool_calls=[call("apply_patch", 2, patch="<<<<<<< SEARCH\nnot in the file\n=======\nx\n>>>>>>> REPLACE")]),
+        AIMessage("Gave up: my patch did not apply"),                       # an iteration without training
+        AIMessage("", tool_calls=[call("apply_patch", 3, patch=patch_lr("oops("))]),   # refused: syntax
+        AIMessage("", tool_calls=[call("apply_patch", 3, patch=patch_lr(1e9))]),
+        AIMessage("", tool_calls=[call("run_training", 3)]),
+        AIMessage("MATRIX_LR 1e9 (surely diverges)"),
+    ])
+    models = dataclasses.replace(offline_models(), agent=agent, offline=False, label="scripted")
+    final = run_campaign(settings, models)
+    rows = tsv(settings)
+    assert [r.iteration for r in rows] == [0, 1, 2, 3]
+    assert rows[0].status == "keep" and rows[0].description == "baseline"
+    assert rows[1].description == "MATRIX_LR 0.03" and rows[1].status in ("keep", "discard")
+    assert rows[2].status == "no-run" and "Gave up" in rows[2].description
+    assert rows[3].status in ("crash", "discard")          # 1e9 diverges: NaN -> crash (or a bad score)
+    assert final["stop_reason"] == "reached --max-iterations 3"
+    ws = workspace_dir(settings)
+    best = git(ws, "rev-parse", "refs/autoresearch/best")
+    assert git(ws, "rev-parse", "HEAD") == best and not git(ws, "status", "--porcelain", "--untracked-files=no")
+    kept = [r for r in rows if r.status == "keep"]
+    assert best.startswith(kept[-1].commit)
+    # every experiment that trained has its code reachable, with the change it made
+    assert "MATRIX_LR = 0.03" in git(ws, "show", f"{rows[1].commit}:train.py")
+    # the agent saw the history and the best score in its task
+    task = agent.seen[-1][1].content
+    assert "MATRIX_LR 0.03" in task and f"{kept[-1].val_bpb:.6f}" in task
+    assert (settings.runs_dir / "t" / "report.md").exists() and (settings.runs_dir / "t" / "progress.png").exists()
+
+
+@pytest.mark.slow
+def test_campaign_over_http_survives_429_500_and_timeouts(tmp_path, cpu_data):
+    settings = settings_for(tmp_path, cpu_data, offline=False, max_iterations=1, llm_timeout=1.5,
+                            llm_max_attempts=4, agent_model="fake-model")
+    with FakeOpenAI() as server:
+        server.push(
+            rate_limited(retry_after="1"),
+            tool_calls_reply(("read_file", {"path": "train.py"})),
+            error(500),
+            tool_calls_reply(("apply_patch", {"patch": patch_lr(0.025)})),
+            delayed(5),                                            # past the 1.5 s client timeout
+            tool_calls_reply(("run_training", {})),
+            error(503),
+            reply("MATRIX_LR 0.025 over HTTP"),
+        )
+        creds = Credentials(openai_api_key="sk-test-secret", openai_base_url=server.base_url)
+        settings = settings.with_credentials(creds)
+        models = make_models(settings)
+        assert not models.offline
+        run_campaign(settings, models)
+        bodies = [r.body for r in server.requests]
+    rows = tsv(settings)
+    assert [r.iteration for r in rows] == [0, 1]
+    assert rows[1].description == "MATRIX_LR 0.025 over HTTP" and rows[1].status in ("keep", "discard")
+    assert len(bodies) == 8                                  # every fault was retried, nothing more
+    assert any(t["function"]["name"] == "run_training" for t in bodies[0]["tools"])
+    logs = "".join(p.read_text() for p in (settings.runs_dir / "t" / "logs").glob("*.log"))
+    assert "sk-test-secret" not in logs
+
+
+@pytest.mark.slow
+def test_llm_that_keeps_failing_is_recorded_not_fatal(tmp_path, cpu_data):
+    settings = settings_for(tmp_path, cpu_data, offline=False, max_iterations=1, llm_max_attempts=2,
+                            agent_model="fake-model")
+    with FakeOpenAI() as server:
+        server.push(error(500), error(502))
+        settings = settings.with_credentials(Credentials(openai_api_key="sk-x", openai_base_url=server.base_url))
+        final = run_campaign(settings, make_models(settings))
+    rows = tsv(settings)
+    assert [r.status for r in rows] == ["keep", "no-run"]
+    assert "LLM unavailable" in rows[1].description
+    assert final["stop_reason"] == "reached --max-iterations 1"
+
+
+@pytest.mark.slow
+def test_prompt_edits_apply_next_iteration_and_broken_prompt_is_clear(tmp_path, cpu_data):
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "agent_system.md").write_text("RULES VERSION ONE")
+    settings = settings_for(tmp_path, cpu_data, prompts_dir=prompts, max_iterations=2)
+
+    class Editing(Scripted):
+        def _generate(self, messages, stop=None, run_manager=None, **kw):
+            out = super()._generate(messages, stop, run_manager, **kw)
+            if len(self.seen) == 1:   # mid-campaign edit by the user
+                (prompts / "agent_system.md").write_text("RULES VERSION TWO")
+            return out
+
+    agent = Editing(script=[AIMessage("nothing this time"), AIMessage("nothing again")])
+    run_campaign(settings, dataclasses.replace(offline_models(), agent=agent, offline=False))
+    assert agent.seen[0][0].content == "RULES VERSION ONE"
+    assert agent.seen[1][0].content == "RULES VERSION TWO"
+
+    (prompts / "agent_task.md").write_text("best so far {bestt_bpb}")
+    settings2 = settings_for(tmp_path, cpu_data, prompts_dir=prompts, campaign="t2", max_iterations=1)
+    with pytest.raises(PromptError) as e:
+        run_campaign(settings2, dataclasses.replace(offline_models(), agent=Scripted(script=[]), offline=False))
+    assert "agent_task.md" in str(e.value) and "bestt_bpb" in str(e.value)
+
+
+# -----------------------------------------------------------------------------
+# The offline researcher, for real
+
+@pytest.mark.slow
+def test_offline_researcher_improves_a_detuned_baseline(tmp_path, cpu_data):
+    """Start from a learning rate 10x too low: a few offline experiments must find a better one."""
+    settings = settings_for(tmp_path, cpu_data, max_iterations=4, time_budget=3)
+    run_dir = settings.runs_dir / settings.campaign
+    from nanochat.prepare import HarnessConfig
+    from tools import Workspace
+    config, _ = cpu_data
+    detuned = render_train_py("cpu").replace(LR_LINE, "MATRIX_LR = 0.002").replace(
+        "EMBEDDING_LR = 0.3", "EMBEDDING_LR = 0.03")
+    Workspace.create(run_dir / "workspace", HarnessConfig(profile="cpu", data=config.data, time_budget=3), detuned)
+    (run_dir / "checkpoints.sqlite").touch()
+    final = run_campaign(settings.model_copy(update={"resume": True}), offline_models())
+    rows = tsv(settings)
+    assert len(rows) == 5
+    assert final["best_val_bpb"] < rows[0].val_bpb * 0.98, [(r.description, r.val_bpb) for r in rows]
+    descriptions = [r.description for r in rows[1:]]
+    assert len(set(descriptions)) == len(descriptions)        # never the same experiment twice
+    assert all("offline" not in d for d in descriptions)
+
+
+# -----------------------------------------------------------------------------
+# Durability: kill -9 at any moment, then --resume
+
+def _cli(tmp_path, cpu_data, *extra, env_extra=None):
+    config, _ = cpu_data
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env_extra or {})})
+    args = [sys.executable, "-m", "graph.run", "--campaign", "k", "--runs-dir", str(tmp_path / "runs"),
+            "--profile", "cpu", "--data", config.data, "--time-budget", "3", "--max-iterations", "2",
+            "--offline", *extra]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _no_training_left(run_dir: Path) -> bool:
+    out = subprocess.run(["pgrep", "-f", str(run_dir / "workspace")], capture_output=True, text=True).stdout
+    return out.strip() == ""
+
+
+def _check_finished(tmp_path):
+    run_dir = tmp_path / "runs" / "k"
+    rows = results.rows(run_dir / "results.tsv")
+    assert [r.iteration for r in rows] == [0, 1, 2], [(r.iteration, r.status) for r in rows]
+    ws = run_dir / "workspace"
+    assert git(ws, "rev-parse", "HEAD") == git(ws, "rev-parse", "refs/autoresearch/best")
+    assert not git(ws, "status", "--porcelain", "--untracked-files=no")
+    kept = [r for r in rows if r.status == "keep"]
+    assert git(ws, "rev-parse", "HEAD").startswith(kept[-1].commit)
+    assert _no_training_left(run_dir)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_training_then_resume(tmp_path, cpu_data):
+    proc = _cli(tmp_path, cpu_data)
+    pid_file = tmp_path / "runs" / "k" / "training.pid"
+    deadline = time.time() + 240
+    # wait until iteration 1 is training (the baseline row is in), then kill -9 the campaign
+    while time.time() < deadline:
+        rows = results.rows(tmp_path / "runs" / "k" / "results.tsv") if (tmp_path / "runs" / "k").exists() else []
+        if rows and pid_file.exists():
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the campaign never reached iteration 1's training")
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10                    # the child dies with its parent (PDEATHSIG)
+    while not _no_training_left(tmp_path / "runs" / "k") and time.time() < deadline:
+        time.sleep(0.2)
+    assert _no_training_left(tmp_path / "runs" / "k")
+    assert len(results.rows(tmp_path / "runs" / "k" / "results.tsv")) == 1
+    out = _cli(tmp_path, cpu_data, "--resume").communicate(timeout=400)[0]
+    assert "resumed" in out, out[-3000:]
+    _check_finished(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["judge-before-row", "judge-after-row"])
+def test_kill_9_mid_judge_then_resume(tmp_path, cpu_data, point):
+    proc = _cli(tmp_path, cpu_data, env_extra={"AUTORESEARCH_FAULT": point})
+    proc.communicate(timeout=400)
+    assert proc.returncode == -signal.SIGKILL
+    rows = results.rows(tmp_path / "runs" / "k" / "results.tsv")
+    assert len(rows) == (2 if point == "judge-after-row" else 1)
+    out = _cli(tmp_path, cpu_data, "--resume").communicate(timeout=400)[0]
+    assert "resumed" in out, out[-3000:]
+    _check_finished(tmp_path)
+
+
+def test_resume_without_campaign_and_existing_campaign_are_clear_errors(tmp_path, cpu_data):
+    from graph.run import main
+    base = ["--runs-dir", str(tmp_path / "runs"), "--campaign", "nope", "--offline"]
+    assert main([*base, "--resume"]) == 2
+    (tmp_path / "runs" / "nope").mkdir(parents=True)
+    (tmp_path / "runs" / "nope" / "x").write_text("")
+    assert main(base) == 2
