@@ -175,6 +175,11 @@ def test_real_cpu_run_reports_every_summary_key(tmp_path, cpu_data):
     assert result["status"] == "ok"
     assert float(summary["val_bpb"]) == pytest.approx(result["val_bpb"], abs=1e-6)
     assert result["training_seconds"] >= 4 and result["num_steps"] > 1
+    # clearly better than the untrained model, which scores about the uniform guess
+    data = cpu_data[1]
+    y = _eval_targets(data, 256)
+    uniform = math.log2(data.meta["vocab_size"]) * (data.token_bytes[y] > 0).sum() / data.token_bytes[y].sum()
+    assert result["val_bpb"] < 0.8 * uniform
 
 
 @pytest.mark.slow
