@@ -3,8 +3,9 @@ The campaign graph:
 
     setup -> plateau -> [director] -> agent -> judge -> plateau -> ... -> END
 
-setup runs the baseline (row 1 of results.tsv); plateau counts experiments without a keep and
-sends the campaign through the director once it has stalled for --plateau-patience iterations;
+setup runs the baseline (row 1 of results.tsv); plateau sends the campaign through the director
+(graph/director.py) once --plateau-patience experiments in a row went without a keep, counting
+from the last keep or the last director firing, so a steady stall meets the director every K;
 agent is a tool-calling loop over the four tools; judge keeps or discards deterministically and
 records the row. Every node is idempotent on resume: a node re-run after a kill finds what its
 killed run already did (a recorded row, a commit) and does not do it twice.
@@ -82,13 +83,13 @@ def setup_node(c: Campaign):
             if run.status != "ok":
                 c.on_event("error", {"message": f"the baseline train.py failed ({run.status}): {run.message}"})
                 return {"stop_reason": f"baseline failed: {run.status}", "started_at": started,
-                        "iteration": 0, "stall": 0}
+                        "iteration": 0, "stall": 0, "plateau": 0}
             sha = c.workspace.keep("baseline")
             results.append_row(c.results_path, _row(sha, run, "keep", "baseline", 0, run.val_bpb))
             row = results.row_for_iteration(c.results_path, 0)
         c.on_event("recorded", {"iteration": 0, "status": "keep", "val_bpb": row.val_bpb, "description": "baseline"})
         return {"iteration": 0, "baseline_val_bpb": row.val_bpb, "best_val_bpb": row.val_bpb,
-                "best_commit": c.workspace.best_commit(), "stall": 0, "directive": "", "started_at": started,
+                "best_commit": c.workspace.best_commit(), "stall": 0, "plateau": 0, "directive": "", "started_at": started,
                 "stop_reason": ""}
     return setup
 
@@ -105,7 +106,9 @@ def route_after_plateau(c: Campaign):
     def route(state: CampaignState) -> str:
         if state.get("stop_reason"):
             return END
-        if c.director is not None and state.get("stall", 0) >= c.settings.plateau_patience:
+        # `plateau`, not `stall`: the director resets it, so a steady stall with K=3 meets the
+        # director before iterations 4, 7, 10, ... and never before K experiments without a keep
+        if c.director is not None and state.get("plateau", 0) >= c.settings.plateau_patience:
             return "director"
         return "agent"
     return route
@@ -138,6 +141,7 @@ def judge_node(c: Campaign):
         directive_used = bool(outcome.get("directive"))
         return {"iteration": iteration, "best_val_bpb": best, "best_commit": c.workspace.best_commit(),
                 "stall": 0 if kept else state.get("stall", 0) + 1,
+                "plateau": 0 if kept else state.get("plateau", 0) + 1,
                 "directive": "" if directive_used else state.get("directive", ""),
                 "outcome": {}}
     return judge

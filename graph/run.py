@@ -22,6 +22,7 @@ from rich.table import Table
 
 from graph import results
 from graph.configuration import Settings, parse_settings, resolve_profile
+from graph.director import Director
 from graph.graph import Campaign, build_graph
 from graph.llm import Models, make_models
 from graph.prompts import PromptError
@@ -64,6 +65,7 @@ def open_campaign(settings: Settings, models) -> tuple[Campaign, bool]:
         run_dir.mkdir(parents=True, exist_ok=True)
         workspace = Workspace.create(ws_dir, config)
     campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace)
+    campaign.director = Director(campaign)    # offline models get the offline director, same nodes
     return campaign, settings.resume
 
 

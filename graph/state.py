@@ -18,11 +18,12 @@ class CampaignState(TypedDict, total=False):
     baseline_val_bpb: float
     best_val_bpb: float
     best_commit: str
-    stall: int              # consecutive iterations without a keep
+    stall: int              # consecutive iterations without a keep (shown to the prompts and the UI)
+    plateau: int            # iterations without a keep since the last keep or director firing (routing)
     directive: str          # pending director directive for the next agent iteration ("" if none)
     directive_short: str
     code_summary: str       # the director's summary of the current train.py
-    paper: dict | None      # the paper the director last read (title, abstract, id)
+    paper: dict | None      # the paper the director last read (graph/papers.py: id, title, summary, ...)
     outcome: Outcome
     started_at: float       # wall-clock start of the campaign (for --max-hours)
     stop_reason: str        # set when the campaign should end

@@ -1,0 +1,205 @@
+"""
+The director: when the campaign stalls, one concrete idea from outside the loop.
+
+    summarize -> paper -> directive          (a subgraph: its nodes show in the campaign graph)
+
+- summarize: the director model summarises the best train.py (architecture, optimizer, key
+  constants). Cached per version of the code: under a steady stall the code does not change.
+- paper: a random ML paper, prefetched in the background while training runs (graph/papers.py);
+  this node never waits on the network and may come back with no paper at all.
+- directive: the reasoning model reads the summary, the experiment history and the paper, and
+  writes ONE specific change in tentative language ("I think you could try ..."), without naming
+  the paper. The agent gets it as a suggestion it may follow, adapt or reject.
+
+The graph routes here once `plateau` (experiments without a keep since the last keep or the last
+director firing) reaches --plateau-patience; the directive node resets it to 0. A failed LLM call
+falls back to the offline director for that step: the director is advice, never a reason to stop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+
+from langchain_core.messages import HumanMessage
+from langgraph.graph import START, StateGraph
+
+from graph import results
+from graph.llm import LLMUnavailable, describe_error, invoke_with_retry
+from graph.offline import OfflineDirector
+from graph.papers import PaperCache, PaperSource, arxiv_search, default_cache_dir, fetch_random_paper
+from graph.prompts import render_prompt
+from graph.state import CampaignState
+from tools.workspace import git
+
+# -----------------------------------------------------------------------------
+# constants
+
+SUMMARIZE_PROMPT = "director_summarize"
+DIRECTIVE_PROMPT = "director_directive"
+SUMMARY_CHARS = 4000       # the summary goes into every directive prompt: keep it compact
+DIRECTIVE_CHARS = 1200     # the prompt asks for three sentences; this only stops a runaway answer
+SHORT_CHARS = 120          # results.tsv's directive column: the first sentence, at most this long
+NO_PAPER = "(nothing this time: reason from the code and the history alone)"
+THINKING = re.compile(r"<think>.*?</think>", re.S | re.I)   # some servers inline a reasoner's thoughts
+SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z(\"'`]|\s*$)")      # "0.04" and "e.g. x" are not ends
+
+
+class Director:
+    """Builds the director subgraph for a campaign (graph.graph.Campaign) and owns its paper source.
+
+    Creating it arms the first paper prefetch, so a paper is usually ready long before the first
+    stall. `papers` and `rng` are injectable (tests, embedding)."""
+
+    def __init__(self, campaign, *, papers: PaperSource | None = None, rng: random.Random | None = None):
+        self.c = campaign
+        self.rng = rng or random.Random()
+        self.papers = papers or self.default_papers()
+        self._summaries: dict[str, str] = {}    # sha256 of train.py -> its summary
+        self.papers.start()
+
+    def default_papers(self) -> PaperSource:
+        s = self.c.settings
+        cache = PaperCache(default_cache_dir(s.runs_dir))
+        fetch = None     # offline, or no search terms: never touch the network, use the cache
+        if not self.c.models.offline and s.arxiv_terms:
+            terms, categories = list(s.arxiv_terms), list(s.arxiv_categories)
+            fetch = lambda: fetch_random_paper(terms, categories, arxiv_search(), self.rng)  # noqa: E731
+        return PaperSource(cache, fetch, rng=self.rng)
+
+    def subgraph(self):
+        g = StateGraph(CampaignState)
+        g.add_node("summarize", self.summarize)
+        g.add_node("paper", self.paper)
+        g.add_node("directive", self.directive)
+        g.add_edge(START, "summarize")
+        g.add_edge("summarize", "paper")
+        g.add_edge("paper", "directive")
+        return g.compile()     # the parent's checkpointer covers it
+
+    # -- the nodes
+
+    def summarize(self, state: CampaignState) -> dict:
+        self._phase(state, "director: reading train.py")
+        source = self.best_train_py()
+        key = hashlib.sha256(source.encode()).hexdigest()
+        if key not in self._summaries:
+            prompt = render_prompt(SUMMARIZE_PROMPT, {"train_py": source}, self.c.settings.prompts_dir)
+            text, _ = self.ask(self.c.models.director, prompt, "summarize")
+            self._summaries[key] = clip(text, SUMMARY_CHARS)
+        return {"code_summary": self._summaries[key]}
+
+    def paper(self, state: CampaignState) -> dict:
+        paper, source = self.papers.take()     # immediate: what is ready, else the cache, else none
+        self.c.on_event("paper", {"title": paper["title"] if paper else "", "source": source})
+        return {"paper": paper}
+
+    def directive(self, state: CampaignState) -> dict:
+        self._phase(state, "director: writing a directive")
+        paper = state.get("paper")
+        values = {
+            "summary": state.get("code_summary") or "(no summary)",
+            "history": results.history_table(self.c.results_path),
+            "stall": stall_text(state, self.c.results_path),
+            "paper": paper_text(paper),
+        }
+        prompt = render_prompt(DIRECTIVE_PROMPT, values, self.c.settings.prompts_dir)
+        text, fallback = self.ask(self.c.models.reasoner, prompt, "directive")
+        directive = clean_directive(text, paper)
+        short = short_form(directive)
+        self.c.on_event("director", {"text": directive, "short": short, "fallback": fallback,
+                                     "paper": paper["title"] if paper else ""})
+        return {"directive": directive, "directive_short": short, "plateau": 0}
+
+    # -- helpers
+
+    def best_train_py(self) -> str:
+        """train.py as of the best commit: what the next experiment starts from, whatever the
+        working tree holds after a kill."""
+        ws = self.c.workspace
+        try:
+            return git(ws.root, "show", f"{ws.best_commit()}:train.py") + "\n"
+        except RuntimeError:
+            return (ws.root / "train.py").read_text()
+
+    def ask(self, model, prompt: str, step: str) -> tuple[str, str]:
+        """The model's answer, or the offline director's when the model fails: (text, why it fell back)."""
+        s = self.c.settings
+        messages = [HumanMessage(prompt)]
+
+        def on_retry(attempt, wait, error):
+            self.c.on_event("retry", {"attempt": attempt, "wait": wait, "error": error})
+
+        try:
+            reply = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry,
+                                      secrets=s.credentials.secrets())
+            text = THINKING.sub("", content_text(reply.content)).strip()
+            if text:
+                return text, ""
+            reason = "the model answered nothing"
+        except LLMUnavailable as e:
+            reason = str(e)
+        except Exception as e:    # 400/401/404 propagate from invoke_with_retry: still only advice
+            reason = describe_error(e, s.credentials.secrets())
+        self.c.on_event("error", {"message": f"director ({step}): {reason}; using the offline director"})
+        return OfflineDirector().respond(messages), reason
+
+    def _phase(self, state: CampaignState, phase: str) -> None:
+        self.c.on_event("phase", {"iteration": state.get("iteration", 0) + 1, "phase": phase})
+
+
+# -----------------------------------------------------------------------------
+# text helpers
+
+
+def stall_text(state: CampaignState, results_path) -> str:
+    """The campaign's situation in two sentences, for the directive prompt."""
+    rows = [r for r in results.rows(results_path) if r.iteration]        # after the baseline
+    count = {status: sum(r.status == status for r in rows) for status in ("keep", "discard", "crash", "no-run")}
+    best, baseline = state.get("best_val_bpb"), state.get("baseline_val_bpb")
+    where = f" (best val_bpb {best:.6f}, baseline {baseline:.6f})" if best and baseline else ""
+    return (f"The last {state.get('stall', 0)} experiment(s) in a row did not improve on the best{where}. "
+            f"So far {len(rows)} experiments after the baseline: {count['keep']} kept, "
+            f"{count['discard']} discarded, {count['crash']} crashed, {count['no-run']} without a run.")
+
+
+def paper_text(paper: dict | None) -> str:
+    if not paper:
+        return NO_PAPER
+    return f"{paper.get('title', '')}\n\n{paper.get('summary', '')}".strip()
+
+
+def clean_directive(text: str, paper: dict | None) -> str:
+    """The directive as the agent sees it: trimmed, unquoted, and never naming the paper."""
+    text = text.strip().strip('"').strip()
+    paper = paper or {}
+    for name in (paper.get("title"), paper.get("id")):
+        if name and len(name) > 3:
+            text = re.sub(re.escape(name), "a recent idea", text, flags=re.I)
+    return clip(text, DIRECTIVE_CHARS)
+
+
+def short_form(directive: str, limit: int = SHORT_CHARS) -> str:
+    """The first sentence on one line, at most `limit` characters (results.tsv's directive column)."""
+    line = " ".join(directive.split())
+    end = SENTENCE_END.search(line)
+    first = line[: end.end()] if end else line
+    if len(first) <= limit:
+        return first
+    # a long sentence: end at its last clause break that fits ("... to 0.06, from 0.04 now: why")
+    cut = max(first.rfind(mark, 0, limit) for mark in (":", ";", " — ", " - "))
+    if cut >= limit // 2:
+        return first[:cut].rstrip()
+    return first[: limit - 1].rstrip() + "…"
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def content_text(content) -> str:
+    """A message's text, whether the provider sent a string or a list of parts."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
