@@ -301,7 +301,8 @@ def call_tool(c: Campaign, tools: dict, call: dict, outcome: Outcome, iteration:
 def stall_text(stall: int, patience: int) -> str:
     if stall == 0:
         return "The last experiment improved the best result (or this is the first one)."
-    return f"The last {stall} experiment(s) did not improve on the best (the director steps in after {patience})."
+    return (f"The last {stall} experiment(s) did not improve on the best "
+            f"(after every {patience} in a row, the director suggests a new direction).")
 
 
 def _text(content) -> str:

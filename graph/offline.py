@@ -86,11 +86,11 @@ LR_RULE = Rule("mul", 1.5)  # any other *_LR constant
 
 # Among equally explored constants, cheap and usually fruitful knobs come first (learning rates
 # and schedule), then regularization and batch, then the architecture; seeded order within a tier.
-PRIORITY = {
-    "MATRIX_LR": 0, "EMBEDDING_LR": 0, "UNEMBEDDING_LR": 0, "SCALAR_LR": 0,
-    "WARMUP_RATIO": 0, "WARMDOWN_RATIO": 0, "FINAL_LR_FRAC": 0,
-    "WEIGHT_DECAY": 1, "TOTAL_BATCH_TOKENS": 1,
-    "DEPTH": 2, "ASPECT_RATIO": 2, "HEAD_DIM": 2, "WINDOW_PATTERN": 2, "SHORT_WINDOW": 2,
+PRIORITY = {   # expected impact in a short fixed-time run, most first (a prior, not a rule)
+    "MATRIX_LR": 0,                       # Muon moves almost all the weights
+    "EMBEDDING_LR": 1, "WARMDOWN_RATIO": 1, "TOTAL_BATCH_TOKENS": 1,
+    "UNEMBEDDING_LR": 2, "SCALAR_LR": 2, "WARMUP_RATIO": 2, "FINAL_LR_FRAC": 2, "WEIGHT_DECAY": 2,
+    "DEPTH": 3, "ASPECT_RATIO": 3, "HEAD_DIM": 3, "WINDOW_PATTERN": 3, "SHORT_WINDOW": 3,
 }
 
 # Why a change might help, for the director's directives (one clause each).
@@ -428,18 +428,25 @@ def plan(constants: dict[str, Constant], history: Sequence[Past], exclude: Itera
                 first.append(Move(m.changes, m.direction, reason))
                 break
 
-    # 3. what undoes a result waits until everything else was tried: the opposite of the change
-    #    just discarded, and going back on a kept change
+    # 2. a step that was just discarded: try the same constant in the other direction
+    #    (coordinate search: if lowering X hurt, raising X is the most informative next step)
     last = history[-1] if history else None
-    kept = {(p.name, p.new, p.old) for p in history if p.status == "keep"}
+    kept_undo = {(p.name, p.new, p.old) for p in history if p.status == "keep"}
+    if last and last.status == "discard" and last.direction:
+        c = constants.get(last.name)
+        for m in moves:
+            if (m.name == last.name and m.direction == -last.direction and c is not None
+                    and canonical(c.value) == last.old and m.key not in {f.key for f in first}
+                    and m.key not in kept_undo):
+                first.append(Move(m.changes, m.direction, f"{last.name}: {_fmt(last.old)} -> {_fmt(last.new)} "
+                                                          f"was discarded, so the other direction"))
+                break
 
+    # 4. going back on a kept change waits until everything else was tried
     def is_opposite(m: Move) -> bool:
-        if m.key in kept:
-            return True
-        return bool(last and last.status == "discard" and last.direction and m.name == last.name
-                    and m.direction == -last.direction)
+        return m.key in kept_undo
 
-    # 2. otherwise the least-explored constant, in a seeded order
+    # 3. otherwise the least-explored constant, in a seeded order
     names = sorted({m.name for m in moves})
     rng.shuffle(names)
     rank = {name: i for i, name in enumerate(names)}

@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 LR_LINE = next(l for l in render_train_py("cpu").splitlines() if l.startswith("MATRIX_LR = "))
 
 
+SEED_LINE = next(l for l in render_train_py("cpu").splitlines() if l.startswith("SEED = "))
+SEED_TO_CRASH = f"<<<<<<< SEARCH\n{SEED_LINE}\n=======\nSEED = 1 // 0\n>>>>>>> REPLACE\n"
+
+
 def patch_lr(value: float) -> str:
     return f"<<<<<<< SEARCH\n{LR_LINE}\n=======\nMATRIX_LR = {value}\n>>>>>>> REPLACE\n"
 
@@ -84,9 +88,9 @@ def test_scripted_campaign_records_every_experiment(tmp_path, cpu_data):
         AIMessage("", tool_calls=[call("apply_patch", 2, patch="<<<<<<< SEARCH\nnot in the file\n=======\nx\n>>>>>>> REPLACE")]),
         AIMessage("Gave up: my patch did not apply"),                       # an iteration without training
         AIMessage("", tool_calls=[call("apply_patch", 3, patch=patch_lr("oops("))]),   # refused: syntax
-        AIMessage("", tool_calls=[call("apply_patch", 3, patch=patch_lr(1e9))]),
+        AIMessage("", tool_calls=[call("apply_patch", 3, patch=SEED_TO_CRASH)]),   # compiles, then raises
         AIMessage("", tool_calls=[call("run_training", 3)]),
-        AIMessage("MATRIX_LR 1e9 (surely diverges)"),
+        AIMessage("SEED 1 // 0 (a crash)"),
     ])
     models = dataclasses.replace(offline_models(), agent=agent, offline=False, label="scripted")
     final = run_campaign(settings, models)
@@ -95,7 +99,7 @@ def test_scripted_campaign_records_every_experiment(tmp_path, cpu_data):
     assert rows[0].status == "keep" and rows[0].description == "baseline"
     assert rows[1].description == "MATRIX_LR 0.03" and rows[1].status in ("keep", "discard")
     assert rows[2].status == "no-run" and "Gave up" in rows[2].description
-    assert rows[3].status in ("crash", "discard")          # 1e9 diverges: NaN -> crash (or a bad score)
+    assert rows[3].status == "crash" and rows[3].val_bpb in (None, 0.0)
     assert final["stop_reason"] == "reached --max-iterations 3"
     ws = workspace_dir(settings)
     best = git(ws, "rev-parse", "refs/autoresearch/best")
@@ -185,15 +189,17 @@ def test_prompt_edits_apply_next_iteration_and_broken_prompt_is_clear(tmp_path, 
 
 @pytest.mark.slow
 def test_offline_researcher_improves_a_detuned_baseline(tmp_path, cpu_data):
-    """Start from a learning rate 10x too low: a few offline experiments must find a better one."""
-    settings = settings_for(tmp_path, cpu_data, max_iterations=4, time_budget=3)
+    """Start from a matrix learning rate 20x too low: a few offline experiments must find a better one."""
+    settings = settings_for(tmp_path, cpu_data, max_iterations=4, time_budget=4)
     run_dir = settings.runs_dir / settings.campaign
     from nanochat.prepare import HarnessConfig
     from tools import Workspace
     config, _ = cpu_data
-    detuned = render_train_py("cpu").replace(LR_LINE, "MATRIX_LR = 0.002").replace(
-        "EMBEDDING_LR = 0.3", "EMBEDDING_LR = 0.03")
-    Workspace.create(run_dir / "workspace", HarnessConfig(profile="cpu", data=config.data, time_budget=3), detuned)
+    detuned = render_train_py("cpu")
+    for name, value in [("MATRIX_LR", 0.001)]:
+        line = next(l for l in detuned.splitlines() if l.startswith(f"{name} = "))
+        detuned = detuned.replace(line, f"{name} = {value}")
+    Workspace.create(run_dir / "workspace", HarnessConfig(profile="cpu", data=config.data, time_budget=4), detuned)
     (run_dir / "checkpoints.sqlite").touch()
     final = run_campaign(settings.model_copy(update={"resume": True}), offline_models())
     rows = tsv(settings)

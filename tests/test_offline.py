@@ -124,11 +124,14 @@ def test_continues_a_kept_direction():
     assert "continues MATRIX_LR" in final.content
 
 
-def test_avoids_the_opposite_of_a_just_discarded_change():
+def test_tries_the_other_direction_after_a_discarded_step():
     final, _, _ = run_iteration(researcher(), FIXTURE, [("discard", "MATRIX_LR: 0.04 -> 0.06")])
-    first = final.content.splitlines()[0]
-    assert not first.startswith("MATRIX_LR: 0.04 -> 0.0267")
-    assert first != "MATRIX_LR: 0.04 -> 0.06"
+    assert final.content.splitlines()[0] == "MATRIX_LR: 0.04 -> 0.0267"
+    assert "other direction" in final.content
+    # but not when the other direction was tried already: then something else
+    final, _, _ = run_iteration(researcher(), FIXTURE, [("discard", "MATRIX_LR: 0.04 -> 0.0267"),
+                                                        ("discard", "MATRIX_LR: 0.04 -> 0.06")])
+    assert not final.content.splitlines()[0].startswith("MATRIX_LR")
 
 
 def test_never_repeats_across_30_iterations():
