@@ -183,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     from langgraph.checkpoint.sqlite import SqliteSaver
     conn = sqlite3.connect(campaign.run_dir / CHECKPOINT_DB, check_same_thread=False)
     graph = build_graph(campaign, checkpointer=SqliteSaver(conn))
-    cfg = {"configurable": {"thread_id": settings.campaign}, "recursion_limit": RECURSION_LIMIT}
+    from graph.tracing import start_tracing
+    tracing = start_tracing(campaign)       # traces.jsonl in the run dir, and LangSmith when enabled
+    console.print(f"[dim]traces: {tracing.describe()}[/]")
+    cfg = {"configurable": {"thread_id": settings.campaign}, "recursion_limit": RECURSION_LIMIT,
+           **tracing.config()}
     try:
         with ui:
             has_checkpoint = graph.get_state(cfg).values
@@ -194,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         conn.close()
+        tracing.close()
     console.print(summary_table(campaign.run_dir))
     refresh_report(campaign.run_dir)
     console.print(f"report: {campaign.run_dir / 'report.md'}, plot: {campaign.run_dir / 'progress.png'}")
