@@ -182,7 +182,8 @@ class JsonlTracer(BaseTracer):
     name = "jsonl-tracer"
 
     def __init__(self, path: str | Path, redactor: Redactor | None = None, **kwargs: Any):
-        super().__init__(**kwargs)
+        # chat models' inputs as messages (not flattened text), like LangSmith's own tracer
+        super().__init__(_schema_format="original+chat", **kwargs)
         self.path = Path(path)
         self.redactor = redactor or Redactor()
         self._lock = threading.Lock()
@@ -193,6 +194,9 @@ class JsonlTracer(BaseTracer):
 
     def _persist_run(self, run: Run) -> None:
         pass   # only called for roots; every run is written by _on_run_update
+
+    def _on_chat_model_start(self, run: Run) -> None:
+        run.run_type = "llm"   # LangSmith's run type for chat models too
 
     def _on_run_update(self, run: Run) -> None:
         try:

@@ -147,6 +147,8 @@ def test_a_campaign_reaches_langsmith_as_a_tree_and_the_run_dir_as_jsonl(tmp_pat
         line = by_id[run_id]
         assert (line["name"], line["run_type"], line["parent_run_id"], id_path(line)) == \
             (run["name"], run["run_type"], run.get("parent_run_id"), id_path(run))
+        assert sorted(line["inputs"] or {}) == sorted(run.get("inputs") or {}), run["name"]    # chat: messages
+        assert sorted(line["outputs"] or {}) == sorted(run.get("outputs") or {}), run["name"]
         for key in ("campaign", "iteration", "commit", "val_bpb", "status", "usage_metadata"):
             assert metadata(line).get(key) == metadata(run).get(key), (run["name"], key)
     assert lines[-1]["name"] == "campaign"      # written as runs end: the root last
