@@ -290,9 +290,14 @@ def start_tracing(campaign, *, environ: Mapping[str, str] | None = None) -> Trac
     client = project = None
     if langsmith_enabled():
         from langsmith import utils as ls_utils
-        client = langsmith_client(redactor)
-        project = ls_utils.get_tracer_project()
-        callbacks.append(LeanLangChainTracer(client=client, project_name=project))
+        try:
+            client = langsmith_client(redactor)
+            project = ls_utils.get_tracer_project()
+            callbacks.append(LeanLangChainTracer(client=client, project_name=project))
+        except Exception as e:  # a tracing misconfiguration must not stop a campaign
+            print(f"warning: LangSmith tracing is on but could not start ({redactor.text(str(e))}); "
+                  f"tracing to {jsonl} only", file=sys.stderr)
+            client = project = None
     return Tracing(jsonl, redactor, callbacks, metadata, client, project)
 
 
