@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
 from graph import results
@@ -29,6 +30,7 @@ from graph.configuration import Settings
 from graph.llm import LLMUnavailable, Models, invoke_with_retry
 from graph.prompts import directive_section, render_prompt
 from graph.state import CampaignState, Outcome
+from graph.tracing import annotate
 from tools import RunResult, Workspace, make_tools, run_training
 from tools.workspace import git
 
@@ -71,8 +73,9 @@ class Campaign:
 # Nodes
 
 def setup_node(c: Campaign):
-    def setup(state: CampaignState) -> dict:
+    def setup(state: CampaignState, config: RunnableConfig) -> dict:
         if state.get("best_commit"):
+            annotate(config, iteration=0, commit=_short(state["best_commit"]), status="done before")
             return {}
         started = state.get("started_at") or time.time()
         row = results.row_for_iteration(c.results_path, 0)
@@ -82,12 +85,14 @@ def setup_node(c: Campaign):
             run = c.train("iter-00000-baseline")
             if run.status != "ok":
                 c.on_event("error", {"message": f"the baseline train.py failed ({run.status}): {run.message}"})
+                annotate(config, iteration=0, status=f"baseline {run.status}")
                 return {"stop_reason": f"baseline failed: {run.status}", "started_at": started,
                         "iteration": 0, "stall": 0, "plateau": 0}
             sha = c.workspace.keep("baseline")
             results.append_row(c.results_path, _row(sha, run, "keep", "baseline", 0, run.val_bpb))
             row = results.row_for_iteration(c.results_path, 0)
         c.on_event("recorded", {"iteration": 0, "status": "keep", "val_bpb": row.val_bpb, "description": "baseline"})
+        annotate(config, iteration=0, commit=row.commit, val_bpb=row.val_bpb, status=row.status)
         return {"iteration": 0, "baseline_val_bpb": row.val_bpb, "best_val_bpb": row.val_bpb,
                 "best_commit": c.workspace.best_commit(), "stall": 0, "plateau": 0, "directive": "", "started_at": started,
                 "stop_reason": ""}
@@ -95,8 +100,11 @@ def setup_node(c: Campaign):
 
 
 def plateau_node(c: Campaign):
-    def plateau(state: CampaignState) -> dict:
+    def plateau(state: CampaignState, config: RunnableConfig) -> dict:
         reason = stop_reason(c, state)
+        annotate(config, iteration=state.get("iteration"), commit=_short(state.get("best_commit")),
+                 val_bpb=state.get("best_val_bpb"), status="stop" if reason else "continue",
+                 stall=state.get("stall", 0))
         c.on_event("stall", {"stall": state.get("stall", 0), "patience": c.settings.plateau_patience})
         return {"stop_reason": reason}
     return plateau
@@ -115,18 +123,21 @@ def route_after_plateau(c: Campaign):
 
 
 def agent_node(c: Campaign):
-    def agent(state: CampaignState) -> dict:
+    def agent(state: CampaignState, config: RunnableConfig) -> dict:
         iteration = state["iteration"] + 1
         c.workspace.discard()     # a resumed iteration starts from the best code, like a fresh one
+        annotate(config, iteration=iteration, commit=_short(c.workspace.head()))   # also on its LLM/tool runs
         directive = state.get("directive", "")
         c.on_event("phase", {"iteration": iteration, "phase": "agent thinking"})
-        outcome = run_agent(c, state, iteration, directive)
+        outcome = run_agent(c, state, iteration, directive, config)
+        run = outcome.get("run") or {}
+        annotate(config, val_bpb=(run.get("metrics") or {}).get("val_bpb"), status=run.get("status", "no-run"))
         return {"outcome": outcome}
     return agent
 
 
 def judge_node(c: Campaign):
-    def judge(state: CampaignState) -> dict:
+    def judge(state: CampaignState, config: RunnableConfig) -> dict:
         iteration = state["iteration"] + 1
         outcome: Outcome = state.get("outcome") or {}
         row = results.row_for_iteration(c.results_path, iteration)
@@ -138,6 +149,8 @@ def judge_node(c: Campaign):
         best = row.val_bpb if kept else state["best_val_bpb"]
         c.on_event("recorded", {"iteration": iteration, "status": row.status, "val_bpb": row.val_bpb,
                                 "description": row.description, "best": best})
+        annotate(config, iteration=iteration, commit=row.commit, val_bpb=row.val_bpb, status=row.status,
+                 best_val_bpb=best)
         directive_used = bool(outcome.get("directive"))
         return {"iteration": iteration, "best_val_bpb": best, "best_commit": c.workspace.best_commit(),
                 "stall": 0 if kept else state.get("stall", 0) + 1,
@@ -219,7 +232,8 @@ def stop_reason(c: Campaign, state: CampaignState) -> str:
 # -----------------------------------------------------------------------------
 # The agent: a bounded tool-calling loop
 
-def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str) -> Outcome:
+def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
+              config: RunnableConfig | None = None) -> Outcome:
     s = c.settings
     tools = {t.name: t for t in c.tools()}
     values = {
@@ -243,7 +257,8 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str)
 
     while True:
         try:
-            ai = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry)
+            ai = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry,
+                                   config=config)
         except LLMUnavailable as e:
             outcome["note"] = f"LLM unavailable: {e}"
             c.on_event("error", {"message": outcome["note"]})
@@ -258,7 +273,7 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str)
                 messages.append(ToolMessage(f"Refused: the step budget of {s.max_agent_steps} tool calls is spent. "
                                             "Answer now without tool calls.", tool_call_id=call["id"]))
                 continue
-            messages.append(call_tool(c, tools, call, outcome, iteration))
+            messages.append(call_tool(c, tools, call, outcome, iteration, config))
         if steps > s.max_agent_steps + 2:     # it keeps calling tools after being told to stop
             outcome["note"] = "the agent ran out of tool-call steps"
             break
@@ -274,7 +289,8 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str)
     return outcome
 
 
-def call_tool(c: Campaign, tools: dict, call: dict, outcome: Outcome, iteration: int) -> ToolMessage:
+def call_tool(c: Campaign, tools: dict, call: dict, outcome: Outcome, iteration: int,
+              config: RunnableConfig | None = None) -> ToolMessage:
     name, args = call["name"], call.get("args") or {}
     tool = tools.get(name)
     if tool is None:
@@ -283,7 +299,7 @@ def call_tool(c: Campaign, tools: dict, call: dict, outcome: Outcome, iteration:
     if name == "run_training":
         source = (c.workspace.root / "train.py").read_text()
         c.on_event("phase", {"iteration": iteration, "phase": "training"})
-        result = tool.invoke({**call, "type": "tool_call"})
+        result = tool.invoke({**call, "type": "tool_call"}, config)
         run = result.artifact
         if isinstance(run, RunResult):
             outcome["run"] = asdict(run)
@@ -292,10 +308,14 @@ def call_tool(c: Campaign, tools: dict, call: dict, outcome: Outcome, iteration:
         c.on_event("phase", {"iteration": iteration, "phase": "agent thinking"})
         return ToolMessage(result.content, tool_call_id=call["id"], name=name)
     try:
-        content = tool.invoke(args)
+        content = tool.invoke(args, config)
     except Exception as e:           # a tool bug must not end the campaign: tell the model
         content = f"Error: {name} failed: {e}"
     return ToolMessage(str(content), tool_call_id=call["id"], name=name)
+
+
+def _short(sha: str | None) -> str | None:
+    return sha[:7] if sha else None
 
 
 def stall_text(stall: int, patience: int) -> str:

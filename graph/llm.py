@@ -30,7 +30,7 @@ import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential_jitter
 
@@ -215,6 +215,7 @@ def invoke_with_retry(
     max_wait: float = MAX_WAIT,
     max_retry_after: float = MAX_RETRY_AFTER,
     secrets: Iterable[str] = (),
+    config: RunnableConfig | None = None,
 ) -> BaseMessage:
     """`model.invoke(messages)`, retried on 429, 5xx, timeouts and connection errors.
 
@@ -222,7 +223,8 @@ def invoke_with_retry(
     and never less than a server's `Retry-After` / `retry-after-ms` (capped at `max_retry_after`).
     Other errors (400, 401, 404, ...) propagate at once. After `max_attempts` failures raises
     `LLMUnavailable`; its message names the last error with any key masked (`secrets` adds
-    exact strings to mask on top of the `sk-...` / `Bearer ...` patterns).
+    exact strings to mask on top of the `sk-...` / `Bearer ...` patterns). `config` is passed to
+    `model.invoke`: inside a graph node, the node's config, so every attempt is traced under it.
     """
     secrets = [s for s in secrets if s]
     started = time.monotonic()
@@ -243,7 +245,7 @@ def invoke_with_retry(
         before_sleep=before_sleep,
     )
     try:
-        return retrying(model.invoke, messages)
+        return retrying(model.invoke, messages, config)
     except RetryError as e:
         error = e.last_attempt.exception()
         summary = describe_error(error, secrets)

@@ -165,13 +165,17 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
         install_sigint(campaign)
     conn = sqlite3.connect(campaign.run_dir / CHECKPOINT_DB, check_same_thread=False)
     graph = build_graph(campaign, checkpointer=SqliteSaver(conn))
-    cfg = {"configurable": {"thread_id": "campaign"}, "recursion_limit": RECURSION_LIMIT}
+    from graph.tracing import start_tracing
+    tracing = start_tracing(campaign)       # traces.jsonl in the run dir, and LangSmith when enabled
+    console.print(f"[dim]traces: {tracing.describe()}[/]")
+    cfg = {"configurable": {"thread_id": "campaign"}, "recursion_limit": RECURSION_LIMIT, **tracing.config()}
     try:
         with ui:
             started = bool(graph.get_state(cfg).values)
             final = graph.invoke(None if started else {}, cfg)
     finally:
         conn.close()
+        tracing.close()
     console.print(summary_table(campaign.run_dir))
     refresh_report(campaign.run_dir)
     console.print(f"report: {campaign.run_dir / 'report.md'}, plot: {campaign.run_dir / 'progress.png'}")
