@@ -23,12 +23,14 @@ import random
 import re
 
 from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import START, StateGraph
 
 from graph import results
 from graph.llm import LLMUnavailable, describe_error, invoke_with_retry
 from graph.offline import OfflineDirector
 from graph.papers import PaperCache, PaperSource, arxiv_search, default_cache_dir, fetch_random_paper
+from graph.tracing import annotate
 from graph.prompts import render_prompt
 from graph.state import CampaignState
 from tools.workspace import git
@@ -80,22 +82,25 @@ class Director:
 
     # -- the nodes
 
-    def summarize(self, state: CampaignState) -> dict:
+    def summarize(self, state: CampaignState, config: RunnableConfig) -> dict:
+        self._annotate(state, config)
         self._phase(state, "director: reading train.py")
         source = self.best_train_py()
         key = hashlib.sha256(source.encode()).hexdigest()
         if key not in self._summaries:
             prompt = render_prompt(SUMMARIZE_PROMPT, {"train_py": source}, self.c.settings.prompts_dir)
-            text, _ = self.ask(self.c.models.director, prompt, "summarize")
+            text, _ = self.ask(self.c.models.director, prompt, "summarize", config)
             self._summaries[key] = clip(text, SUMMARY_CHARS)
         return {"code_summary": self._summaries[key]}
 
-    def paper(self, state: CampaignState) -> dict:
+    def paper(self, state: CampaignState, config: RunnableConfig) -> dict:
         paper, source = self.papers.take()     # immediate: what is ready, else the cache, else none
+        self._annotate(state, config, paper=paper["title"] if paper else "", paper_source=source)
         self.c.on_event("paper", {"title": paper["title"] if paper else "", "source": source})
         return {"paper": paper}
 
-    def directive(self, state: CampaignState) -> dict:
+    def directive(self, state: CampaignState, config: RunnableConfig) -> dict:
+        self._annotate(state, config)
         self._phase(state, "director: writing a directive")
         paper = state.get("paper")
         values = {
@@ -105,7 +110,7 @@ class Director:
             "paper": paper_text(paper),
         }
         prompt = render_prompt(DIRECTIVE_PROMPT, values, self.c.settings.prompts_dir)
-        text, fallback = self.ask(self.c.models.reasoner, prompt, "directive")
+        text, fallback = self.ask(self.c.models.reasoner, prompt, "directive", config)
         directive = clean_directive(text, paper)
         short = short_form(directive)
         self.c.on_event("director", {"text": directive, "short": short, "fallback": fallback,
@@ -123,7 +128,7 @@ class Director:
         except RuntimeError:
             return (ws.root / "train.py").read_text()
 
-    def ask(self, model, prompt: str, step: str) -> tuple[str, str]:
+    def ask(self, model, prompt: str, step: str, config: RunnableConfig | None = None) -> tuple[str, str]:
         """The model's answer, or the offline director's when the model fails: (text, why it fell back)."""
         s = self.c.settings
         messages = [HumanMessage(prompt)]
@@ -133,7 +138,7 @@ class Director:
 
         try:
             reply = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry,
-                                      secrets=s.credentials.secrets())
+                                      secrets=s.credentials.secrets(), config=config)
             text = THINKING.sub("", content_text(reply.content)).strip()
             if text:
                 return text, ""
@@ -144,6 +149,10 @@ class Director:
             reason = describe_error(e, s.credentials.secrets())
         self.c.on_event("error", {"message": f"director ({step}): {reason}; using the offline director"})
         return OfflineDirector().respond(messages), reason
+
+    def _annotate(self, state: CampaignState, config: RunnableConfig, **extra) -> None:
+        annotate(config, campaign=self.c.settings.campaign, iteration=state.get("iteration", 0) + 1,
+                 commit=(state.get("best_commit") or "")[:7], val_bpb=state.get("best_val_bpb"), **extra)
 
     def _phase(self, state: CampaignState, phase: str) -> None:
         self.c.on_event("phase", {"iteration": state.get("iteration", 0) + 1, "phase": phase})

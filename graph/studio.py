@@ -39,8 +39,11 @@ def open_studio_campaign(settings: Settings) -> Campaign:
     models = make_models(settings)
     run_dir = (settings.runs_dir / settings.campaign).resolve()
     if (run_dir / "workspace").exists():
-        return Campaign(settings=settings, run_dir=run_dir, models=models,
-                        workspace=Workspace.open(run_dir / "workspace"))
+        from graph.director import Director
+        campaign = Campaign(settings=settings, run_dir=run_dir, models=models,
+                            workspace=Workspace.open(run_dir / "workspace"))
+        campaign.director = Director(campaign)
+        return campaign
     campaign, _ = open_campaign(settings.model_copy(update={"resume": False}), models)
     return campaign
 

@@ -381,7 +381,7 @@ def test_the_prefetch_never_blocks_an_iteration(tmp_path, fake_training):
     try:
         c, events = make_campaign(tmp_path, patience=1, iterations=3, papers=src)
         started = time.monotonic()
-        out = c.director.paper({"iteration": 1})
+        out = c.director.paper({"iteration": 1}, {})
         assert time.monotonic() - started < 1.0
         assert out["paper"] is None and src.busy
         started = time.monotonic()
