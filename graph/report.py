@@ -381,7 +381,7 @@ def plot_progress(name, rows, figures, path):
     # y range: from the best to a bit above the baseline; wild discards would flatten the story
     y_top = None
     if base is not None and best is not None:
-        span = max(base - best, base * 0.002)
+        span = max(base - best, base * 0.05)    # early on, discards a few % worse stay visible
         y_top = base + OFFSCALE_SPAN * span
     on_scale = [r for r in measured if y_top is None or r.val_bpb <= y_top]
     off_scale = [r for r in measured if y_top is not None and r.val_bpb > y_top]
