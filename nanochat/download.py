@@ -13,7 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 ATTEMPTS = 8
-CHUNK = 1 << 20
+CHUNK = 1 << 16          # small enough that a broken transfer keeps nearly all it got
 TIMEOUT = httpx.Timeout(30.0, read=120.0)
 
 
@@ -22,7 +22,7 @@ class DownloadError(RuntimeError):
 
 
 @retry(retry=retry_if_exception_type((httpx.TransportError, DownloadError)),
-       stop=stop_after_attempt(ATTEMPTS), wait=wait_exponential_jitter(initial=2, max=60), reraise=True)
+       stop=stop_after_attempt(ATTEMPTS), wait=wait_exponential_jitter(multiplier=2, max=60), reraise=True)
 def _fetch(url: str, dest: Path, progress: Progress) -> None:
     part = dest.with_suffix(dest.suffix + ".part")
     have = part.stat().st_size if part.exists() else 0

@@ -225,8 +225,12 @@ def resolve_corpus(data: str, cache: Path, log: Callable[[str], None] = print) -
         n = int(data.split(":", 1)[1]) if ":" in data else CLIMBMIX_DEFAULT_SHARDS
         from nanochat.download import download_shards
         shard_dir = cache / "climbmix"
-        train = download_shards(list(range(n)), shard_dir, CLIMBMIX_URL, log=log)
-        val = download_shards([CLIMBMIX_VAL_SHARD], shard_dir, CLIMBMIX_URL, log=log)
+        url = os.environ.get("AUTORESEARCH_CLIMBMIX_URL", CLIMBMIX_URL)   # a mirror, if you have one
+        try:
+            train = download_shards(list(range(n)), shard_dir, url, log=log)
+            val = download_shards([CLIMBMIX_VAL_SHARD], shard_dir, url, log=log)
+        except RuntimeError as e:
+            raise HarnessError(str(e)) from None
         return Corpus(f"climbmix{n}", _fingerprint(train + val), train, val)
     path = Path(data).expanduser().resolve()
     root, files = _local_files(path)
