@@ -28,7 +28,7 @@ import tokenize
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -689,24 +689,31 @@ def _bound_names(tools: Sequence[Any]) -> tuple[str, ...]:
 # the researcher
 
 
-class OfflineResearcher(BaseChatModel):
-    """Plays the agent's part with real tool calls, one constant change per iteration."""
+class RuleBasedChat(BaseChatModel):
+    """A chat model whose answers come from `respond(messages)` (rules, no LLM): binds tools like
+    any chat model and reports a rough token usage, so traces look like a real model's."""
 
     tool_names: tuple[str, ...] = ()
+    label: ClassVar[str] = OFFLINE_LABEL
 
     @property
     def _llm_type(self) -> str:
-        return "offline-researcher"
+        return type(self).__name__
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> OfflineResearcher:
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> RuleBasedChat:
         return self.model_copy(update={"tool_names": _bound_names(tools)})
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        message = self.respond(messages)
-        message.response_metadata["model_name"] = OFFLINE_LABEL
+        reply = self.respond(messages)
+        message = reply if isinstance(reply, AIMessage) else AIMessage(content=reply)
+        message.response_metadata["model_name"] = self.label
         message.usage_metadata = rough_usage(messages, message)
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class OfflineResearcher(RuleBasedChat):
+    """Plays the agent's part with real tool calls, one constant change per iteration."""
 
     def respond(self, messages: Sequence[BaseMessage]) -> AIMessage:
         it = current_iteration(messages)
@@ -789,23 +796,10 @@ class OfflineResearcher(BaseChatModel):
 # the director
 
 
-class OfflineDirector(BaseChatModel):
+class OfflineDirector(RuleBasedChat):
     """Plays the director's part: summarizes train.py, then writes one tentative directive."""
 
-    tool_names: tuple[str, ...] = ()
-
-    @property
-    def _llm_type(self) -> str:
-        return "offline-director"
-
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> OfflineDirector:
-        return self.model_copy(update={"tool_names": _bound_names(tools)})
-
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        message = AIMessage(content=self.respond(messages), response_metadata={"model_name": DIRECTOR_LABEL})
-        message.usage_metadata = rough_usage(messages, message)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+    label: ClassVar[str] = DIRECTOR_LABEL
 
     def respond(self, messages: Sequence[BaseMessage]) -> str:
         prompt = "\n\n".join(_text(m.content) for m in messages)
