@@ -216,8 +216,8 @@ def _row(sha: str, run: RunResult | None, status: str, description: str, iterati
 
 def stop_reason(c: Campaign, state: CampaignState) -> str:
     s = c.settings
-    if state.get("stop_reason"):
-        return state["stop_reason"]
+    if not state.get("best_commit"):          # the baseline failed: nothing to improve on
+        return state.get("stop_reason") or "no baseline"
     if c.stop_requested.is_set():
         return "interrupted (Ctrl-C)"
     if (c.run_dir / "STOP").exists():

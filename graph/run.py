@@ -171,8 +171,7 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
     cfg = {"configurable": {"thread_id": "campaign"}, "recursion_limit": RECURSION_LIMIT, **tracing.config()}
     try:
         with ui:
-            started = bool(graph.get_state(cfg).values)
-            final = graph.invoke(None if started else {}, cfg)
+            final = graph.invoke(resume_input(campaign, graph, cfg), cfg)
     finally:
         conn.close()
         tracing.close()
@@ -181,6 +180,23 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
     console.print(f"report: {campaign.run_dir / 'report.md'}, plot: {campaign.run_dir / 'progress.png'}")
     console.print(f"stopped: {final.get('stop_reason') or 'done'}")
     return final
+
+
+def resume_input(campaign: Campaign, graph, cfg) -> dict | None:
+    """What to invoke the graph with: {} starts from setup, None continues from the checkpoint.
+    A campaign that had ended (a stop condition, a STOP file) continues from the plateau counter,
+    so `--resume --max-iterations 20` extends a finished campaign."""
+    snapshot = graph.get_state(cfg)
+    if not snapshot.values or not snapshot.values.get("best_commit"):
+        return {}                          # never started, or the baseline failed: (re)run setup
+    if snapshot.next:
+        return None                        # stopped mid-way (kill -9, Ctrl-C twice): carry on
+    stop_file = campaign.run_dir / "STOP"
+    if stop_file.exists():
+        stop_file.unlink()
+        console.print("[yellow]removed the STOP file left by the last stop[/]")
+    graph.update_state(cfg, {"stop_reason": ""}, as_node="judge")   # next: the plateau counter
+    return None
 
 
 def install_sigint(campaign: Campaign) -> None:

@@ -16,6 +16,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from graph import results
 from graph.configuration import Credentials, Settings
 from graph.llm import make_models, offline_models
+from graph.offline import OfflineResearcher
 from graph.prompts import PromptError
 from graph.run import run_campaign
 from nanochat.prepare import render_train_py
@@ -288,3 +289,25 @@ def test_resume_without_campaign_and_existing_campaign_are_clear_errors(tmp_path
     (tmp_path / "runs" / "nope").mkdir(parents=True)
     (tmp_path / "runs" / "nope" / "x").write_text("")
     assert main(base) == 2
+
+
+@pytest.mark.slow
+def test_a_finished_campaign_can_be_extended_with_resume(tmp_path, cpu_data):
+    settings = settings_for(tmp_path, cpu_data, max_iterations=1)
+    run_campaign(settings, offline_models())
+    (settings.runs_dir / settings.campaign / "STOP").write_text("")
+    final = run_campaign(settings.model_copy(update={"resume": True, "max_iterations": 2}), offline_models())
+    assert [r.iteration for r in tsv(settings)] == [0, 1, 2]
+    assert final["stop_reason"] == "reached --max-iterations 2"
+    # a STOP file written while it runs ends it after the current experiment is recorded
+    stop = settings.runs_dir / settings.campaign / "STOP"
+
+    class StopsTheCampaign(OfflineResearcher):
+        def respond(self, messages):
+            stop.write_text("")
+            return super().respond(messages)
+
+    models = dataclasses.replace(offline_models(), agent=StopsTheCampaign())
+    final = run_campaign(settings.model_copy(update={"resume": True, "max_iterations": 5}), models)
+    assert final["stop_reason"] == "STOP file found in the run dir"
+    assert [r.iteration for r in tsv(settings)] == [0, 1, 2, 3]
