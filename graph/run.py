@@ -43,7 +43,7 @@ class CampaignError(RuntimeError):
 
 def open_campaign(settings: Settings, models) -> tuple[Campaign, bool]:
     """Create the run dir and workspace (or reopen them with --resume). Returns (campaign, resumed)."""
-    from nanochat.prepare import HarnessConfig
+    from nanochat.prepare import HarnessConfig, prepare_data
     from tools import Workspace, kill_stale_runs
 
     run_dir = (settings.runs_dir / settings.campaign).resolve()
@@ -61,7 +61,8 @@ def open_campaign(settings: Settings, models) -> tuple[Campaign, bool]:
                                 f"add --resume to continue it, or pick another --campaign")
         profile = resolve_profile(settings)
         config = HarnessConfig(profile=profile, data=settings.data, time_budget=settings.time_budget)
-        config.resolved_profile()
+        # bad data or profile fails here, before a run dir exists (the data is cached for later)
+        prepare_data(config, log=lambda s: console.print(f"[dim]{s}[/]"))
         run_dir.mkdir(parents=True, exist_ok=True)
         workspace = Workspace.create(ws_dir, config)
     campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace)

@@ -289,6 +289,11 @@ def test_resume_without_campaign_and_existing_campaign_are_clear_errors(tmp_path
     (tmp_path / "runs" / "nope").mkdir(parents=True)
     (tmp_path / "runs" / "nope" / "x").write_text("")
     assert main(base) == 2
+    # bad harness input is refused before anything is created
+    assert main(["--runs-dir", str(tmp_path / "runs"), "--campaign", "bad", "--offline",
+                 "--data", str(tmp_path / "no-such-corpus")]) == 2
+    assert main(["--runs-dir", str(tmp_path / "runs"), "--campaign", "bad", "--offline", "--profile", "tpu"]) == 2
+    assert not (tmp_path / "runs" / "bad").exists()
 
 
 @pytest.mark.slow
