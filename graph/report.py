@@ -27,9 +27,8 @@ Definitions (the same words appear in report.md):
   followed or adapted; agent keeps = the other kept rows, the baseline excluded (nobody led it),
   so directive_keeps + agent_keeps = keeps - 1.
 - ours only: GPU duty % = sum(training_seconds) / wall * 100 with wall = last timestamp - first
-  timestamp + last row's total_seconds. Exact if a row's timestamp marks the start of its run;
-  if it marks the end, the baseline's run lies before the first timestamp and the figure
-  overstates duty by about one run's worth, negligible over a long campaign.
+  timestamp + first row's total_seconds: a row is stamped when it is recorded, after its run,
+  so the baseline's run lies just before the first timestamp.
 """
 
 import argparse
@@ -234,7 +233,7 @@ def _gpu_duty_pct(rows):
         wall = (stamped[-1].timestamp - stamped[0].timestamp).total_seconds()
     except TypeError:  # one timestamp with a zone, one without: no honest answer
         return None
-    wall += rows[-1].total_seconds or 0.0
+    wall += stamped[0].total_seconds or 0.0     # the baseline ran before its row was stamped
     training = sum(r.training_seconds or 0.0 for r in rows)
     return training / wall * 100 if wall > 0 else None
 
@@ -299,7 +298,7 @@ DEFINITIONS = """\
 - *longest stall* = longest run of consecutive non-keep rows (discard, crash, no-run).
 - crashed runs (val_bpb 0.000000) never count as best.
 - *directive-led keep*: a keep whose row has a directive the agent followed or adapted; the baseline is neither kind.
-- *GPU duty* = Σ training_seconds / (last timestamp − first timestamp + last row's total_seconds).
+- *GPU duty* = Σ training_seconds / (last timestamp − first timestamp + the baseline's total_seconds).
 """
 
 

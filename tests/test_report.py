@@ -48,7 +48,7 @@ OURS_EXPECTED = {
     "crashes": 1,
     "directive_keeps": 1,                         # row 2 (followed)
     "agent_keeps": 1,                             # row 5 (directive rejected); baseline is neither
-    # training: 5*300 + 10 + 300 = 1810 s; wall: 36 min = 2160 s + last total 340 s = 2500 s
+    # training: 5*300 + 10 + 300 = 1810 s; wall: 36 min = 2160 s + the baseline's total 340 s = 2500 s
     "gpu_duty_pct": 1810 / 2500 * 100,            # 72.4
 }
 
@@ -169,7 +169,7 @@ def test_baseline_only_and_header_only(tmp_path):
     assert only["total_improvement_pct"] == 0.0
     assert only["improvement_per_experiment_pct"] is None  # nothing after the baseline to divide by
     assert only["longest_stall"] == 0
-    assert only["gpu_duty_pct"] == pytest.approx(300 / 340 * 100)  # wall = 0 + last total_seconds
+    assert only["gpu_duty_pct"] == pytest.approx(300 / 340 * 100)  # wall = 0 + the baseline's total_seconds
 
     empty_run = write_run(tmp_path, tsv(OURS_HEADER), "empty")
     assert compute_figures(read_results(empty_run))["experiments"] == 0
