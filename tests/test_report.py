@@ -33,7 +33,7 @@ OURS_ROWS = [
     "ddddddd | 0.000000 | 0.0 | crash | depth 20 (OOM) | 3 | 0.980000 | 10.0 | 20.0 |  |  | 2026-05-01T00:18:00Z",
     "eeeeeee | 0.990000 | 41.0 | discard | lr 0.1 | 4 | 0.980000 | 300.0 | 340.0 |  |  | 2026-05-01T00:24:00Z",
     "fffffff | 0.950000 | 41.0 | keep | qk-norm | 5 | 0.950000 | 300.0 | 340.0 | bigger batch | rejected | 2026-05-01T00:30:00Z",
-    "1111111 | 0.940000 | 79.0 | discard | 2x batch, memory blows up | 6 | 0.950000 | 300.0 | 340.0 | bigger batch | adapted | 2026-05-01T00:36:00Z",
+    "1111111 | 0.940000 | 79.0 | discard | 2x batch, memory blows up | 6 | 0.950000 | 300.0 | 355.0 | bigger batch | adapted | 2026-05-01T00:36:00Z",
 ]
 OURS_EXPECTED = {
     "format": "ours",
