@@ -88,7 +88,8 @@ LR_RULE = Rule("mul", 1.5)  # any other *_LR constant
 # and schedule), then regularization and batch, then the architecture; seeded order within a tier.
 PRIORITY = {   # expected impact in a short fixed-time run, most first (a prior, not a rule)
     "MATRIX_LR": 0,                       # Muon moves almost all the weights
-    "EMBEDDING_LR": 1, "WARMDOWN_RATIO": 1, "TOTAL_BATCH_TOKENS": 1,
+    "TOTAL_BATCH_TOKENS": 0,              # sets how many optimizer steps fit in the budget
+    "EMBEDDING_LR": 1, "WARMDOWN_RATIO": 1,
     "UNEMBEDDING_LR": 2, "SCALAR_LR": 2, "WARMUP_RATIO": 2, "FINAL_LR_FRAC": 2, "WEIGHT_DECAY": 2,
     "DEPTH": 3, "ASPECT_RATIO": 3, "HEAD_DIM": 3, "WINDOW_PATTERN": 3, "SHORT_WINDOW": 3,
 }
