@@ -119,6 +119,12 @@ class HarnessConfig(BaseModel):
     def cache(self) -> Path:
         return Path(self.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
 
+    @property
+    def compile_cache(self) -> Path:
+        """torch.compile's caches (inductor graphs, autotuning, Triton kernels), shared by every
+        experiment of the campaign: only the first one pays for a cold compile."""
+        return self.cache / "compile"
+
     def write(self, path: Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
 
@@ -668,7 +674,15 @@ def load_harness(argv: list[str] | None = None) -> Harness:
         sys.exit(2)
     if profile.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
+    use_compile_cache(config.compile_cache)
     return Harness(config, data)
+
+
+def use_compile_cache(path: Path) -> None:
+    """Point inductor and Triton at a persistent cache dir before train.py compiles anything
+    (their defaults live under /tmp, per user). A caller's own settings win."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(path / "triton"))
 
 
 # -----------------------------------------------------------------------------
