@@ -52,7 +52,9 @@ FINAL_LR_FRAC = 0.0         # learning rate multiplier reached at the end of the
 # Run
 SEED = 42
 COMPILE = True              # torch.compile on CUDA (the CPU path always runs eager)
-UNTIMED_STEPS = 10          # first steps (compilation, warm-up) don't count against the budget
+UNTIMED_STEPS = 1           # first steps (compilation, warm-up) don't count against the budget
+MAX_STEPS = 0               # 0: train for the time budget; N: stop after N timed steps (or the budget, if sooner),
+                            # with the schedule's progress counted in steps, for like-for-like comparisons
 
 # -----------------------------------------------------------------------------
 # Model
@@ -243,7 +245,8 @@ def lr_multiplier(progress):
 
 print(f"model: {num_params / 1e6:.1f}M params, depth {DEPTH}, dim {model_dim}, windows {model.windows}")
 print(f"batch: {TOTAL_BATCH_TOKENS:,} tokens/step = {DEVICE_BATCH_SIZE} rows x {H.seq_len} x {grad_accum} accum")
-print(f"budget: {H.time_budget:.0f}s of training on {device}")
+print(f"budget: {H.time_budget:.0f}s of training on {device}, after {untimed} untimed steps "
+      f"(setup took {time.time() - H.started_at:.1f}s)")
 
 # -----------------------------------------------------------------------------
 # Training loop: run until the timed training reaches the budget
@@ -255,6 +258,8 @@ while True:
         startup_seconds = time.time() - H.started_at
     t0 = time.time()
     progress = min(training_seconds / H.time_budget, 1.0)
+    if MAX_STEPS:
+        progress = max(progress, max(step - untimed, 0) / MAX_STEPS)
     for opt in optimizers:
         for group in opt.param_groups:
             group["lr"] = group["initial_lr"] * lr_multiplier(progress)
@@ -278,11 +283,10 @@ while True:
         gc.disable()
     smooth_loss = loss_value if smooth_loss is None else 0.9 * smooth_loss + 0.1 * loss_value
     step += 1
-    if step % 10 == 0 or step <= untimed:
-        pct = 100 * min(training_seconds / H.time_budget, 1.0)
-        print(f"step {step:05d} | {pct:5.1f}% | loss {smooth_loss:.4f} | lr x{lr_multiplier(progress):.2f} | "
-              f"dt {dt * 1000:.0f}ms | {TOTAL_BATCH_TOKENS / dt:,.0f} tok/s", flush=True)
-    if step > untimed and training_seconds >= H.time_budget:
+    pct = 100 * min(training_seconds / H.time_budget, 1.0)
+    print(f"step {step:05d} | {pct:5.1f}% | loss {smooth_loss:.4f} | lr x{lr_multiplier(progress):.2f} | "
+          f"dt {dt * 1000:.1f}ms | {TOTAL_BATCH_TOKENS / dt:,.0f} tok/s", flush=True)   # every step: jitter shows
+    if step > untimed and (training_seconds >= H.time_budget or step - untimed == MAX_STEPS):
         break
 
 timed_steps = step - untimed
