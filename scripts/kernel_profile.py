@@ -35,8 +35,8 @@ next_batch = prepare.TrainLoader.__next__
 
 
 def counting_next(self):
-    if state["skip"] is None:   # default: the untimed steps of the h100 template (10 x 4 micro-batches)
-        state["skip"] = 40
+    if state["skip"] is None:   # default: the h100 template's first 2 steps (1 untimed + 1), 4 micro-batches each
+        state["skip"] = 8
     if state["batches"] == state["skip"]:
         torch.cuda.synchronize()
         prof.start()

@@ -80,7 +80,7 @@ report("matmul 131072x512 @ 512x8192 (lm_head)", timed(lambda: a @ wv.T), 2 * B 
 big = torch.empty(2 * 1024**3, dtype=torch.uint8, device=dev)
 big2 = torch.empty_like(big)
 ms = timed(lambda: big2.copy_(big))
-print(f"copy 2 GiB: {ms:.3f} ms = {2 * big.numel() / ms / 1e9:.0f} GB/s (read+write)")
+print(f"copy 2 GiB: {ms:.3f} ms = {2 * big.numel() / ms / 1e6:.0f} GB/s (read+write)")
 del x, big, big2
 
 # ---- attention, fwd+bwd, the model's layout: (B, T, H, D) projections viewed as (B, H, T, D)
