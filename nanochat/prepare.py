@@ -119,6 +119,12 @@ class HarnessConfig(BaseModel):
     def cache(self) -> Path:
         return Path(self.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
 
+    @property
+    def compile_cache(self) -> Path:
+        """torch.compile's caches (inductor graphs, autotuning, Triton kernels), shared by every
+        experiment of the campaign: only the first one pays for a cold compile."""
+        return self.cache / "compile"
+
     def write(self, path: Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
 
@@ -496,12 +502,13 @@ def evaluate_bpb(model, data: PreparedData, seq_len: int, batch_size: int, devic
     starts = data.eval_starts
     total_nats = torch.zeros((), dtype=torch.float64, device=device)
     total_bytes = torch.zeros((), dtype=torch.int64, device=device)
+    # keep one shape (no recompiles): pad the last batch with repeats, masked out below
+    padded = np.concatenate([starts, np.repeat(starts[:1], -len(starts) % batch_size)])
+    # all rows reach the device in one copy up front, so the GPU never waits on the host between batches
+    all_rows = torch.from_numpy(data.val[padded[:, None] + np.arange(seq_len + 1)].astype(np.int32)).to(device)
     for i in range(0, len(starts), batch_size):
-        chunk = starts[i:i + batch_size]
-        if len(chunk) < batch_size:    # keep one shape (no recompiles): pad with repeats, mask out
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - len(chunk))])
-        rows = torch.from_numpy(data.val[chunk[:, None] + np.arange(seq_len + 1)].astype(np.int64)).to(device)
-        x, y = rows[:, :-1], rows[:, 1:]
+        rows = all_rows[i:i + batch_size].long()
+        x, y = rows[:, :-1].contiguous(), rows[:, 1:]   # contiguous like check_causal's: one compiled graph for both
         with _autocast(device):
             logits = model(x)
         nats = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
@@ -672,7 +679,15 @@ def load_harness(argv: list[str] | None = None) -> Harness:
         sys.exit(2)
     if profile.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
+    use_compile_cache(config.compile_cache)
     return Harness(config, data)
+
+
+def use_compile_cache(path: Path) -> None:
+    """Point inductor and Triton at a persistent cache dir before train.py compiles anything
+    (their defaults live under /tmp, per user). A caller's own settings win."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(path / "triton"))
 
 
 # -----------------------------------------------------------------------------

@@ -51,8 +51,11 @@ FINAL_LR_FRAC = 0.0         # learning rate multiplier reached at the end of the
 
 # Run
 SEED = 42
-COMPILE = True              # torch.compile on CUDA (the CPU path always runs eager)
-UNTIMED_STEPS = 10          # first steps (compilation, warm-up) don't count against the budget
+COMPILE = True              # CUDA: torch.compile, with FlexAttention for sliding windows. False: the plain eager
+                            # path (SDPA with boolean masks) the CPU always takes, e.g. as a reference
+UNTIMED_STEPS = 1           # first steps (compilation, warm-up) don't count against the budget
+MAX_STEPS = 0               # 0: train for the time budget; N: stop after N timed steps (or the budget, if sooner),
+                            # with the schedule's progress counted in steps, for like-for-like comparisons
 
 # -----------------------------------------------------------------------------
 # Model
@@ -93,14 +96,16 @@ class Attention(nn.Module):
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
         v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
+        dtype = q.dtype   # bf16 under autocast: rotary and the fp32 embeddings would promote to fp32
         if ve is not None:   # value embedding mixed in per head, gated (starts at 0.5 mix)
             gate = torch.sigmoid(self.ve_gate)[None, None, :, None]
             v = v + gate * ve.view(B, T, self.n_head, self.head_dim)
         q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))   # QK-norm
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)   # the attention kernels' fast path is bf16
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        if mask is None:                          # full causal context: flash attention
+        if mask is None:                          # full causal context: flash attention (cuDNN's on an H100)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif isinstance(mask, torch.Tensor):      # CPU: sliding window as a boolean mask
+        elif isinstance(mask, torch.Tensor):      # sliding window as a boolean mask (CPU, or COMPILE = False)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:                                     # CUDA: sliding window as a FlexAttention block mask
             y = flex_attention(q, k, v, block_mask=mask)
@@ -157,13 +162,13 @@ class GPT(nn.Module):
             nn.init.zeros_(block.attn.c_proj.weight)   # every block starts as the identity
             nn.init.zeros_(block.mlp.c_proj.weight)
 
-    def setup_attention(self, device):
+    def setup_attention(self, device, flex):
         """One mask per block: None = plain causal; else a sliding-window causal mask."""
         T = self.seq_len
         for i, window in enumerate(self.windows):
             if window >= T:
                 continue
-            if device == "cuda":
+            if flex:   # FlexAttention needs torch.compile: eager, it materialises the whole score matrix
                 def in_window(b, h, q, kv, window=window):
                     return (q >= kv) & (q - kv < window)
                 self.masks[i] = create_block_mask(in_window, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
@@ -195,6 +200,50 @@ class GPT(nn.Module):
         return 6 * (self.num_params() - embeddings) + attn
 
 
+def zeropower_via_newtonschulz(G, steps=5, eps=1e-7):
+    """torch.optim.Muon's quintic Newton-Schulz orthogonalisation in bf16, for a stack of matrices."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.bfloat16()
+    tall = G.size(-2) > G.size(-1)
+    if tall:
+        X = X.mT
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    for _ in range(steps):
+        A = X @ X.mT
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
+        X = torch.baddbmm(X, B, X, beta=a)
+    return X.mT if tall else X
+
+
+class Muon(torch.optim.Optimizer):
+    """
+    torch.optim.Muon's update (Nesterov momentum, Newton-Schulz, lr x sqrt(max(1, rows/cols)),
+    decoupled weight decay), batched: matrices of one shape are stacked so one chain of bmm kernels
+    serves them all, instead of ~25 small kernels and a Python loop per matrix.
+    """
+
+    def __init__(self, params, lr, momentum=0.95, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            by_shape = {}
+            for p in group["params"]:
+                if p.grad is not None:
+                    by_shape.setdefault(tuple(p.shape), []).append(p)
+            for (rows, cols), params in by_shape.items():
+                grads = torch.stack([p.grad for p in params])
+                state = self.state[params[0]]   # the stacked momentum of this shape lives with its first matrix
+                if "momentum" not in state:
+                    state["momentum"] = torch.zeros_like(grads)
+                state["momentum"].lerp_(grads, 1 - group["momentum"])
+                update = zeropower_via_newtonschulz(grads.lerp_(state["momentum"], group["momentum"]))
+                if group["weight_decay"]:
+                    torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+                torch._foreach_add_(params, list(update.unbind(0)), alpha=-group["lr"] * max(1, rows / cols) ** 0.5)
+
+
 # -----------------------------------------------------------------------------
 # Setup
 
@@ -203,7 +252,8 @@ device = H.device
 model_dim = -(-DEPTH * ASPECT_RATIO // HEAD_DIM) * HEAD_DIM
 model = GPT(H.vocab_size, H.seq_len, DEPTH, model_dim, HEAD_DIM).to(device)
 model.init_weights()
-model.setup_attention(device)
+fast = device == "cuda" and COMPILE   # the fast path: compiled, with FlexAttention for the windows
+model.setup_attention(device, flex=fast)
 num_params = model.num_params()
 flops_per_token = model.flops_per_token()
 
@@ -220,13 +270,13 @@ adam = torch.optim.AdamW([
     {"params": [model.lm_head.weight], "lr": UNEMBEDDING_LR * adam_scale},
     {"params": [model.resid_lambdas, model.x0_lambdas, *block_scalars], "lr": SCALAR_LR},
 ], betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0, fused=device == "cuda")
-muon = torch.optim.Muon(matrices, lr=MATRIX_LR, momentum=0.95, nesterov=True, weight_decay=WEIGHT_DECAY)
+muon = Muon(matrices, lr=MATRIX_LR, momentum=0.95, weight_decay=WEIGHT_DECAY)
 optimizers = [adam, muon]
 for opt in optimizers:
     for group in opt.param_groups:
         group["initial_lr"] = group["lr"]
 
-train_model = torch.compile(model, dynamic=False) if device == "cuda" and COMPILE else model
+train_model = torch.compile(model, dynamic=False) if fast else model
 autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
 loader = H.train_loader(DEVICE_BATCH_SIZE, seed=SEED)
 untimed = UNTIMED_STEPS if device == "cuda" else 1
@@ -243,7 +293,8 @@ def lr_multiplier(progress):
 
 print(f"model: {num_params / 1e6:.1f}M params, depth {DEPTH}, dim {model_dim}, windows {model.windows}")
 print(f"batch: {TOTAL_BATCH_TOKENS:,} tokens/step = {DEVICE_BATCH_SIZE} rows x {H.seq_len} x {grad_accum} accum")
-print(f"budget: {H.time_budget:.0f}s of training on {device}")
+print(f"budget: {H.time_budget:.0f}s of training on {device}, after {untimed} untimed steps "
+      f"(setup took {time.time() - H.started_at:.1f}s)")
 
 # -----------------------------------------------------------------------------
 # Training loop: run until the timed training reaches the budget
@@ -255,6 +306,8 @@ while True:
         startup_seconds = time.time() - H.started_at
     t0 = time.time()
     progress = min(training_seconds / H.time_budget, 1.0)
+    if MAX_STEPS:
+        progress = max(progress, max(step - untimed, 0) / MAX_STEPS)
     for opt in optimizers:
         for group in opt.param_groups:
             group["lr"] = group["initial_lr"] * lr_multiplier(progress)
@@ -278,11 +331,10 @@ while True:
         gc.disable()
     smooth_loss = loss_value if smooth_loss is None else 0.9 * smooth_loss + 0.1 * loss_value
     step += 1
-    if step % 10 == 0 or step <= untimed:
-        pct = 100 * min(training_seconds / H.time_budget, 1.0)
-        print(f"step {step:05d} | {pct:5.1f}% | loss {smooth_loss:.4f} | lr x{lr_multiplier(progress):.2f} | "
-              f"dt {dt * 1000:.0f}ms | {TOTAL_BATCH_TOKENS / dt:,.0f} tok/s", flush=True)
-    if step > untimed and training_seconds >= H.time_budget:
+    pct = 100 * min(training_seconds / H.time_budget, 1.0)
+    print(f"step {step:05d} | {pct:5.1f}% | loss {smooth_loss:.4f} | lr x{lr_multiplier(progress):.2f} | "
+          f"dt {dt * 1000:.1f}ms | {TOTAL_BATCH_TOKENS / dt:,.0f} tok/s", flush=True)   # every step: jitter shows
+    if step > untimed and (training_seconds >= H.time_budget or step - untimed == MAX_STEPS):
         break
 
 timed_steps = step - untimed

@@ -1,0 +1,175 @@
+"""
+Speed figures for a train.py: run it as a subprocess with a short budget and report MFU, tokens/s,
+step-time spread, startup, overhead and eval time, as the H100 performance targets define them.
+
+    python -m nanochat.bench --profile h100 --data PATH --time-budget 60 --runs 2 --cold
+
+The first run after --cold starts from an empty compile cache (a campaign's first experiment);
+later runs find it warm (every experiment after the first). --set NAME=VALUE overrides a top-level
+constant of the copy that runs (a Python literal, e.g. --set COMPILE=False --set ATTENTION='"sdpa"').
+
+Figures (from train.py's per-step lines and the harness's result JSON):
+  step p50/p90      timed steps only (after train.py's untimed warm-up steps)
+  mfu_steady        the harness's MFU rescaled from the mean to the median timed step
+  tok/s             tokens per step / median step time
+  overhead          total_seconds - training_seconds (imports, compile, warm-up steps, eval)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nanochat.prepare import (HARNESS_FILE, PROFILES, RESULT_ENV, TEMPLATE_PATH, HarnessConfig,
+                              render_train_py)
+
+STEP_RE = re.compile(r"^step (\d+) \|.*\| dt ([\d.]+)ms")
+UNTIMED_RE = re.compile(r"after (\d+) untimed steps")
+BATCH_RE = re.compile(r"^batch: ([\d,]+) tokens/step")
+
+
+def override_constants(text: str, overrides: dict[str, str]) -> str:
+    """Replace `NAME = value` at the top level of a train.py; the comment after it stays."""
+    for name, value in overrides.items():
+        pattern = re.compile(rf"^{name} = [^#\n]*?(\s*#.*)?$", re.M)
+        if not pattern.search(text):
+            raise SystemExit(f"bench: train.py has no top-level constant {name}")
+        text = pattern.sub(lambda m: f"{name} = {value}{m.group(1) or ''}", text, count=1)
+    return text
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile, q in [0, 100]."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def parse_log(text: str) -> dict:
+    """Per-step dt (ms) of every step, the number of untimed steps and tokens per step."""
+    steps = [(int(m.group(1)), float(m.group(2))) for m in map(STEP_RE.match, text.splitlines()) if m]
+    untimed = UNTIMED_RE.search(text)
+    batch = next((m for m in map(BATCH_RE.match, text.splitlines()) if m), None)
+    return {"steps": steps, "untimed": int(untimed.group(1)) if untimed else None,
+            "tokens_per_step": int(batch.group(1).replace(",", "")) if batch else None}
+
+
+def figures(log: dict, result: dict) -> dict:
+    """The performance figures of one run."""
+    untimed = log["untimed"] or 0
+    timed = [dt for step, dt in log["steps"] if step > untimed]
+    out = {k: result.get(k) for k in ("val_bpb", "training_seconds", "total_seconds", "startup_seconds",
+                                      "eval_seconds", "mfu_percent", "num_steps", "peak_vram_mb")}
+    out["status"] = result.get("status")
+    first = [dt for step, dt in log["steps"] if step == 1]
+    out["first_step_s"] = round(first[0] / 1000, 1) if first else None
+    if result.get("status") == "ok":
+        out["overhead_s"] = round(result["total_seconds"] - result["training_seconds"], 1)
+    if timed:
+        p50, p90 = percentile(timed, 50), percentile(timed, 90)
+        mean = statistics.fmean(timed)
+        out.update(timed_steps=len(timed), step_p50_ms=round(p50, 1), step_p90_ms=round(p90, 1),
+                   p90_over_p50=round(p90 / p50, 3), step_min_ms=round(min(timed), 1),
+                   step_max_ms=round(max(timed), 1))
+        if log["tokens_per_step"]:
+            out["tok_per_s"] = round(log["tokens_per_step"] / (p50 / 1000))
+        if result.get("mfu_percent") is not None:
+            out["mfu_steady"] = round(result["mfu_percent"] * mean / p50, 2)
+    return out
+
+
+def run_once(workdir: Path, python: str, log_path: Path, timeout: float) -> tuple[str, dict, float]:
+    result_path = workdir / "result.json"
+    result_path.unlink(missing_ok=True)
+    env = {**os.environ, RESULT_ENV: str(result_path), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TEMPLATE_PATH.parent.parent), os.environ.get("PYTHONPATH")]))}
+    t0 = time.time()
+    with open(log_path, "w") as log:
+        try:
+            rc = subprocess.run([python, "train.py"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    wall = time.time() - t0
+    text = log_path.read_text(errors="replace")
+    result = json.loads(result_path.read_text()) if result_path.exists() else {"status": f"no result (rc {rc})"}
+    return text, result, wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nanochat.bench", description=__doc__.split("\n\n")[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", default=str(TEMPLATE_PATH), help="the train.py to measure (default: the template)")
+    ap.add_argument("--profile", default="h100", choices=sorted(PROFILES))
+    ap.add_argument("--data", default="builtin")
+    ap.add_argument("--time-budget", type=float, default=60.0, help="seconds of timed training per run")
+    ap.add_argument("--runs", type=int, default=2, help="runs in a row, sharing the compile cache")
+    ap.add_argument("--cold", action="store_true", help="empty the compile cache before the first run")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a constant")
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--label", default="", help="a name for this variant in the output")
+    ap.add_argument("--log-dir", default=None, help="keep each run's log (and the figures as JSON) here")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    args = ap.parse_args(argv)
+
+    train = Path(args.train).resolve()
+    text = render_train_py(args.profile) if train == TEMPLATE_PATH.resolve() else train.read_text()
+    overrides = dict(item.split("=", 1) for item in args.set)
+    text = override_constants(text, overrides)
+    config = HarnessConfig(profile=args.profile, data=args.data, time_budget=args.time_budget,
+                           cache_dir=args.cache_dir)
+    if args.cold:
+        shutil.rmtree(config.compile_cache, ignore_errors=True)
+    log_dir = Path(args.log_dir) if args.log_dir else None
+    if log_dir:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    label = args.label or train.stem + "".join(f" {k}={v}" for k, v in overrides.items())
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nanochat-bench-") as tmp:
+        work = Path(tmp)
+        (work / "train.py").write_text(text)
+        config.write(work / HARNESS_FILE)
+        for i in range(args.runs):
+            kind = "cold" if args.cold and i == 0 else "warm" if args.cold or i > 0 else "run"
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{label}-{i + 1}-{kind}")[:80]
+            log_path = (log_dir or work) / f"{name}.log"
+            out, result, wall = run_once(work, sys.executable, log_path, args.timeout)
+            row = {"label": label, "run": i + 1, "cache": kind, "wall_s": round(wall, 1), **figures(parse_log(out), result)}
+            if log_dir:
+                steps = [dt for _, dt in parse_log(out)["steps"]]
+                (log_dir / f"{name}.json").write_text(json.dumps({**row, "step_ms": steps}, indent=1))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if result.get("status") != "ok":
+                print("\n".join(out.splitlines()[-25:]), file=sys.stderr)
+    print_table(rows)
+    return 0 if all(r.get("status") == "ok" for r in rows) else 1
+
+
+COLUMNS = [("cache", "cache"), ("mfu_steady", "MFU%"), ("mfu_percent", "MFU%(all)"), ("tok_per_s", "tok/s"),
+           ("step_p50_ms", "p50 ms"), ("step_p90_ms", "p90 ms"), ("p90_over_p50", "p90/p50"),
+           ("first_step_s", "step1 s"), ("startup_seconds", "startup s"), ("overhead_s", "overhead s"),
+           ("eval_seconds", "eval s"), ("val_bpb", "val_bpb"), ("num_steps", "steps"), ("peak_vram_mb", "VRAM MB")]
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{rows[0]['label'] if rows else ''}")
+    print(" | ".join(h for _, h in COLUMNS))
+    for r in rows:
+        print(" | ".join(str(r.get(k, "-")) for k, _ in COLUMNS))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

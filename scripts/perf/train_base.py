@@ -1,0 +1,294 @@
+"""
+The one file the research agent edits: a small GPT, its optimizer and its training loop.
+
+It trains for the campaign's fixed wall-clock budget and ends by handing the model to the harness,
+which scores it with the frozen val_bpb metric (lower is better) and prints the summary block.
+Everything is fair game here: architecture, optimizer, hyperparameters, batch size, model size.
+What is not: nanochat/prepare.py (data, tokenizer, evaluation), which is frozen.
+
+By hand:  python -m nanochat.train --profile cpu --time-budget 15
+"""
+
+import gc
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+from nanochat.prepare import load_harness
+
+H = load_harness()  # the campaign's frozen context: seq_len, vocab_size, time_budget, device, data
+
+# -----------------------------------------------------------------------------
+# Hyperparameters (the agent's knobs)
+
+# Model shape
+DEPTH = 8                   # transformer blocks
+ASPECT_RATIO = 64           # model_dim = DEPTH * ASPECT_RATIO, rounded up to a multiple of HEAD_DIM
+HEAD_DIM = 128              # channels per attention head
+WINDOW_PATTERN = "SSSL"     # per block, repeating: S = sliding window of SHORT_WINDOW tokens, L = full context
+SHORT_WINDOW = 1024         # tokens a short-window block attends to (the last block is always L)
+VALUE_EMBEDS = True         # give alternate blocks a value embedding table (ResFormer-style)
+LOGIT_SOFTCAP = 15.0        # tanh soft-capping of the output logits
+
+# Batch
+TOTAL_BATCH_TOKENS = 2**19  # tokens per optimizer step (gradient accumulation fills the rest)
+DEVICE_BATCH_SIZE = 64      # rows per forward/backward pass
+
+# Optimization: Muon for the matrices inside blocks, AdamW for embeddings, head and scalars
+MATRIX_LR = 0.04            # Muon
+EMBEDDING_LR = 0.6          # AdamW, token and value embeddings
+UNEMBEDDING_LR = 0.004      # AdamW, lm_head
+SCALAR_LR = 0.5             # AdamW, per-block residual mixing scalars
+WEIGHT_DECAY = 0.0          # Muon's decoupled weight decay
+ADAM_BETAS = (0.8, 0.95)
+WARMUP_RATIO = 0.0          # fraction of the time budget spent ramping the learning rate up
+WARMDOWN_RATIO = 0.5        # fraction of the time budget spent decaying it at the end
+FINAL_LR_FRAC = 0.0         # learning rate multiplier reached at the end of the warm-down
+
+# Run
+SEED = 42
+COMPILE = True              # torch.compile on CUDA (the CPU path always runs eager)
+UNTIMED_STEPS = 10          # first steps (compilation, warm-up) don't count against the budget
+MAX_STEPS = 0               # perf baseline: the same fixed-step mode as the tuned template, for comparisons
+
+# -----------------------------------------------------------------------------
+# Model
+
+def norm(x):
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def rotary(seq_len, head_dim, base=10000.0, device=None):
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]   # (1, T, 1, D/2)
+
+
+def apply_rotary(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def window_sizes(depth, pattern, short, seq_len):
+    sizes = [short if pattern[i % len(pattern)] == "S" else seq_len for i in range(depth)]
+    sizes[-1] = seq_len   # the last block always sees the whole context
+    return [min(s, seq_len) for s in sizes]
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, n_head, window, has_ve):
+        super().__init__()
+        self.n_head, self.head_dim, self.window = n_head, dim // n_head, window
+        self.c_q = nn.Linear(dim, dim, bias=False)
+        self.c_k = nn.Linear(dim, dim, bias=False)
+        self.c_v = nn.Linear(dim, dim, bias=False)
+        self.c_proj = nn.Linear(dim, dim, bias=False)
+        self.ve_gate = nn.Parameter(torch.zeros(n_head)) if has_ve else None
+
+    def forward(self, x, ve, cos, sin, mask):
+        B, T, C = x.shape
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
+        v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
+        if ve is not None:   # value embedding mixed in per head, gated (starts at 0.5 mix)
+            gate = torch.sigmoid(self.ve_gate)[None, None, :, None]
+            v = v + gate * ve.view(B, T, self.n_head, self.head_dim)
+        q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))   # QK-norm
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        if mask is None:                          # full causal context: flash attention
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif isinstance(mask, torch.Tensor):      # CPU: sliding window as a boolean mask
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:                                     # CUDA: sliding window as a FlexAttention block mask
+            y = flex_attention(q, k, v, block_mask=mask)
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.c_fc = nn.Linear(dim, 4 * dim, bias=False)
+        self.c_proj = nn.Linear(4 * dim, dim, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(F.relu(self.c_fc(x)).square())   # ReLU^2
+
+
+class Block(nn.Module):
+    def __init__(self, dim, n_head, window, has_ve):
+        super().__init__()
+        self.attn = Attention(dim, n_head, window, has_ve)
+        self.mlp = MLP(dim)
+
+    def forward(self, x, ve, cos, sin, mask):
+        x = x + self.attn(norm(x), ve, cos, sin, mask)
+        return x + self.mlp(norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab_size, seq_len, depth, dim, head_dim):
+        super().__init__()
+        self.depth, self.dim, self.seq_len = depth, dim, seq_len
+        n_head = dim // head_dim
+        self.windows = window_sizes(depth, WINDOW_PATTERN, SHORT_WINDOW, seq_len)
+        self.ve_layers = [i for i in range(depth) if VALUE_EMBEDS and i % 2 == (depth - 1) % 2]   # alternate, incl. the last
+        self.wte = nn.Embedding(vocab_size, dim)
+        self.value_embeds = nn.ModuleDict({str(i): nn.Embedding(vocab_size, dim) for i in self.ve_layers})
+        self.blocks = nn.ModuleList(Block(dim, n_head, self.windows[i], i in self.ve_layers) for i in range(depth))
+        self.resid_lambdas = nn.Parameter(torch.ones(depth))   # x <- a_i * x + b_i * x0 before block i
+        self.x0_lambdas = nn.Parameter(torch.zeros(depth))
+        self.lm_head = nn.Linear(dim, vocab_size, bias=False)
+        cos, sin = rotary(seq_len, head_dim)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+        self.masks = [None] * depth
+
+    @torch.no_grad()
+    def init_weights(self):
+        for emb in [self.wte, *self.value_embeds.values()]:
+            nn.init.normal_(emb.weight, std=1.0)
+        nn.init.normal_(self.lm_head.weight, std=0.001)
+        for block in self.blocks:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+                nn.init.uniform_(lin.weight, -(3 / self.dim) ** 0.5, (3 / self.dim) ** 0.5)
+            nn.init.zeros_(block.attn.c_proj.weight)   # every block starts as the identity
+            nn.init.zeros_(block.mlp.c_proj.weight)
+
+    def setup_attention(self, device):
+        """One mask per block: None = plain causal; else a sliding-window causal mask."""
+        T = self.seq_len
+        for i, window in enumerate(self.windows):
+            if window >= T:
+                continue
+            if device == "cuda":
+                def in_window(b, h, q, kv, window=window):
+                    return (q >= kv) & (q - kv < window)
+                self.masks[i] = create_block_mask(in_window, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
+            else:
+                pos = torch.arange(T, device=device)
+                self.masks[i] = (pos[None, :] <= pos[:, None]) & (pos[:, None] - pos[None, :] < window)
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        cos, sin = self.cos[:, :T], self.sin[:, :T]
+        x = x0 = norm(self.wte(idx))
+        for i, block in enumerate(self.blocks):
+            x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
+            ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None
+            x = block(x, ve, cos, sin, self.masks[i])
+        logits = self.lm_head(norm(x)).float()
+        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self):
+        """6 x non-embedding params (forward + backward matmuls) + the attention score/value term."""
+        embeddings = self.wte.weight.numel() + sum(e.weight.numel() for e in self.value_embeds.values())
+        attn = sum(12 * self.dim * min(w, self.seq_len) for w in self.windows)   # 12 x heads x head_dim x window
+        return 6 * (self.num_params() - embeddings) + attn
+
+
+# -----------------------------------------------------------------------------
+# Setup
+
+torch.manual_seed(SEED)
+device = H.device
+model_dim = -(-DEPTH * ASPECT_RATIO // HEAD_DIM) * HEAD_DIM
+model = GPT(H.vocab_size, H.seq_len, DEPTH, model_dim, HEAD_DIM).to(device)
+model.init_weights()
+model.setup_attention(device)
+num_params = model.num_params()
+flops_per_token = model.flops_per_token()
+
+tokens_per_pass = DEVICE_BATCH_SIZE * H.seq_len
+assert TOTAL_BATCH_TOKENS % tokens_per_pass == 0, "TOTAL_BATCH_TOKENS must be a multiple of DEVICE_BATCH_SIZE * seq_len"
+grad_accum = TOTAL_BATCH_TOKENS // tokens_per_pass
+
+# AdamW learning rates were tuned at width 768; scale them as 1/sqrt(width) around it.
+adam_scale = (model_dim / 768) ** -0.5
+matrices = [p for b in model.blocks for p in b.parameters() if p.ndim == 2]
+block_scalars = [p for b in model.blocks for p in b.parameters() if p.ndim < 2]
+adam = torch.optim.AdamW([
+    {"params": [model.wte.weight, *[e.weight for e in model.value_embeds.values()]], "lr": EMBEDDING_LR * adam_scale},
+    {"params": [model.lm_head.weight], "lr": UNEMBEDDING_LR * adam_scale},
+    {"params": [model.resid_lambdas, model.x0_lambdas, *block_scalars], "lr": SCALAR_LR},
+], betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0, fused=device == "cuda")
+muon = torch.optim.Muon(matrices, lr=MATRIX_LR, momentum=0.95, nesterov=True, weight_decay=WEIGHT_DECAY)
+optimizers = [adam, muon]
+for opt in optimizers:
+    for group in opt.param_groups:
+        group["initial_lr"] = group["lr"]
+
+train_model = torch.compile(model, dynamic=False) if device == "cuda" and COMPILE else model
+autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+loader = H.train_loader(DEVICE_BATCH_SIZE, seed=SEED)
+untimed = UNTIMED_STEPS if device == "cuda" else 1
+
+
+def lr_multiplier(progress):
+    if progress < WARMUP_RATIO:
+        return (progress + 1e-8) / WARMUP_RATIO
+    if progress > 1.0 - WARMDOWN_RATIO:
+        cooldown = (1.0 - progress) / WARMDOWN_RATIO
+        return FINAL_LR_FRAC + (1.0 - FINAL_LR_FRAC) * max(cooldown, 0.0)
+    return 1.0
+
+
+print(f"model: {num_params / 1e6:.1f}M params, depth {DEPTH}, dim {model_dim}, windows {model.windows}")
+print(f"batch: {TOTAL_BATCH_TOKENS:,} tokens/step = {DEVICE_BATCH_SIZE} rows x {H.seq_len} x {grad_accum} accum")
+print(f"budget: {H.time_budget:.0f}s of training on {device}, after {untimed} untimed steps")
+
+# -----------------------------------------------------------------------------
+# Training loop: run until the timed training reaches the budget
+
+step, training_seconds, startup_seconds, smooth_loss = 0, 0.0, 0.0, None
+max_loss = 2 * math.log(H.vocab_size)   # twice the loss of a uniform guess: training has diverged
+while True:
+    if step == untimed:
+        startup_seconds = time.time() - H.started_at
+    t0 = time.time()
+    progress = min(training_seconds / H.time_budget, 1.0)
+    if MAX_STEPS:
+        progress = max(progress, max(step - untimed, 0) / MAX_STEPS)
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * lr_multiplier(progress)
+    for _ in range(grad_accum):
+        x, y = next(loader)
+        with autocast:
+            loss = train_model(x, y)
+        (loss / grad_accum).backward()
+    for opt in optimizers:
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    loss_value = loss.item()   # also synchronises, so dt below is real
+    if not math.isfinite(loss_value) or loss_value > max_loss:
+        H.fail("nan", f"loss is {loss_value} at step {step}: training diverged")
+    dt = time.time() - t0
+    if step >= untimed:
+        training_seconds += dt
+    if step == 0:
+        gc.collect()
+        gc.freeze()   # the GC scanning long-lived objects causes step-time spikes
+        gc.disable()
+    smooth_loss = loss_value if smooth_loss is None else 0.9 * smooth_loss + 0.1 * loss_value
+    step += 1
+    if True:   # perf baseline: every step printed (the template printed every 10th)
+        pct = 100 * min(training_seconds / H.time_budget, 1.0)
+        print(f"step {step:05d} | {pct:5.1f}% | loss {smooth_loss:.4f} | lr x{lr_multiplier(progress):.2f} | "
+              f"dt {dt * 1000:.1f}ms | {TOTAL_BATCH_TOKENS / dt:,.0f} tok/s", flush=True)
+    if step > untimed and (training_seconds >= H.time_budget or step - untimed == MAX_STEPS):
+        break
+
+timed_steps = step - untimed
+mfu = 100 * flops_per_token * TOTAL_BATCH_TOKENS * timed_steps / training_seconds / H.peak_flops if H.peak_flops else 0.0
+H.finish(train_model, training_seconds=training_seconds, num_steps=step, total_tokens=step * TOTAL_BATCH_TOKENS,
+         num_params=num_params, depth=DEPTH, mfu_percent=mfu, startup_seconds=startup_seconds)
