@@ -308,10 +308,12 @@ while True:
     progress = min(training_seconds / H.time_budget, 1.0)
     if MAX_STEPS:
         progress = max(progress, max(step - untimed, 0) / MAX_STEPS)
+    # untimed warm-up steps compile and warm the caches but must not learn: free training time
+    # would reward huge batches (one untimed step could be most of the run)
+    lrm = lr_multiplier(progress) if step >= untimed else 0.0
     for opt in optimizers:
         for group in opt.param_groups:
-            group["lr"] = group["initial_lr"] * lr_multiplier(progress)
-    for _ in range(grad_accum):
+            group["lr"] = group["initial_lr"] * lrm
         x, y = next(loader)
         with autocast:
             loss = train_model(x, y)
@@ -332,7 +334,7 @@ while True:
     smooth_loss = loss_value if smooth_loss is None else 0.9 * smooth_loss + 0.1 * loss_value
     step += 1
     pct = 100 * min(training_seconds / H.time_budget, 1.0)
-    print(f"step {step:05d} | {pct:5.1f}% | loss {smooth_loss:.4f} | lr x{lr_multiplier(progress):.2f} | "
+    print(f"step {step:05d} | {pct:5.1f}% | loss {smooth_loss:.4f} | lr x{lrm:.2f} | "
           f"dt {dt * 1000:.1f}ms | {TOTAL_BATCH_TOKENS / dt:,.0f} tok/s", flush=True)   # every step: jitter shows
     if step > untimed and (training_seconds >= H.time_budget or step - untimed == MAX_STEPS):
         break
