@@ -471,6 +471,7 @@ class TrainLoader:
         self.rng = np.random.default_rng(seed)
         self.pin = device == "cuda"
         self.q: queue.Queue = queue.Queue(maxsize=prefetch)
+        self.tokens_served = 0       # input tokens handed to train.py: the harness's own count
         self.thread = threading.Thread(target=self._work, daemon=True)
         self.thread.start()
 
@@ -485,6 +486,7 @@ class TrainLoader:
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         rows = self.q.get().to(self.device, non_blocking=True)
+        self.tokens_served += rows.shape[0] * (rows.shape[1] - 1)
         return rows[:, :-1], rows[:, 1:]
 
 
@@ -583,9 +585,12 @@ class Harness:
         self.device = self.profile.device
         self.peak_flops = _peak_flops(self.device)
         self.started_at = _process_start_time()
+        self.loaders: list[TrainLoader] = []
 
     def train_loader(self, batch_size: int, seed: int = 0) -> TrainLoader:
-        return TrainLoader(self.data, self.seq_len, batch_size, self.device, seed)
+        loader = TrainLoader(self.data, self.seq_len, batch_size, self.device, seed)
+        self.loaders.append(loader)   # finish() reports the tokens they served
+        return loader
 
     def evaluate_bpb(self, model) -> float:
         return evaluate_bpb(model, self.data, self.seq_len, self.profile.eval_batch_size, self.device)
@@ -597,7 +602,7 @@ class Harness:
         sys.stdout.flush()
         os._exit(FAIL_EXIT_CODE)
 
-    def finish(self, model, *, training_seconds: float, num_steps: int, total_tokens: int,
+    def finish(self, model, *, training_seconds: float, num_steps: int,
                num_params: int, depth: int, mfu_percent: float, startup_seconds: float) -> dict:
         """Score the model with the harness's own metric, print the summary block, report it."""
         t0 = time.time()
@@ -617,7 +622,7 @@ class Harness:
             "total_seconds": round(time.time() - self.started_at, 1),
             "peak_vram_mb": round(peak_vram_mb, 1),
             "mfu_percent": round(mfu_percent, 2),
-            "total_tokens_M": round(total_tokens / 1e6, 1),
+            "total_tokens_M": round(sum(l.tokens_served for l in self.loaders) / 1e6, 1),   # counted here
             "num_steps": int(num_steps),
             "num_params_M": round(num_params / 1e6, 1),
             "depth": int(depth),
@@ -628,7 +633,8 @@ class Harness:
         for k, v in summary.items():
             print(f"{k + ':':<20}{v:.6f}" if k == "val_bpb" else f"{k + ':':<20}{v}")
         sys.stdout.flush()
-        _write_result({"status": "ok", **summary, "profile": self.profile.name, "data": self.config.data})
+        _write_result({"status": "ok", **summary, "profile": self.profile.name, "data": self.config.data,
+                       "tokens_served": sum(l.tokens_served for l in self.loaders)})
         return summary
 
 

@@ -314,6 +314,7 @@ while True:
     for opt in optimizers:
         for group in opt.param_groups:
             group["lr"] = group["initial_lr"] * lrm
+    for _ in range(grad_accum):
         x, y = next(loader)
         with autocast:
             loss = train_model(x, y)
@@ -341,5 +342,5 @@ while True:
 
 timed_steps = step - untimed
 mfu = 100 * flops_per_token * TOTAL_BATCH_TOKENS * timed_steps / training_seconds / H.peak_flops if H.peak_flops else 0.0
-H.finish(train_model, training_seconds=training_seconds, num_steps=step, total_tokens=step * TOTAL_BATCH_TOKENS,
+H.finish(train_model, training_seconds=training_seconds, num_steps=step,
          num_params=num_params, depth=DEPTH, mfu_percent=mfu, startup_seconds=startup_seconds)

@@ -175,6 +175,9 @@ def test_real_cpu_run_reports_every_summary_key(tmp_path, cpu_data):
     assert result["status"] == "ok"
     assert float(summary["val_bpb"]) == pytest.approx(result["val_bpb"], abs=1e-6)
     assert result["training_seconds"] >= 4 and result["num_steps"] > 1
+    # every step consumed exactly one optimizer batch of tokens (gradient accumulation included)
+    batch = prepare.PROFILES["cpu"].train_overrides["TOTAL_BATCH_TOKENS"]
+    assert result["tokens_served"] == result["num_steps"] * batch
     # clearly better than the untrained model, which scores about the uniform guess
     data = cpu_data[1]
     y = _eval_targets(data, 256)

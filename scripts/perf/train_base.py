@@ -290,5 +290,5 @@ while True:
 
 timed_steps = step - untimed
 mfu = 100 * flops_per_token * TOTAL_BATCH_TOKENS * timed_steps / training_seconds / H.peak_flops if H.peak_flops else 0.0
-H.finish(train_model, training_seconds=training_seconds, num_steps=step, total_tokens=step * TOTAL_BATCH_TOKENS,
+H.finish(train_model, training_seconds=training_seconds, num_steps=step,
          num_params=num_params, depth=DEPTH, mfu_percent=mfu, startup_seconds=startup_seconds)
