@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     gpu: str | None = Field(
         None, description="GPU to train on, exported as CUDA_VISIBLE_DEVICES (e.g. 0); None: as visible"
     )
+    prestart: bool = Field(
+        True, description="start the next training process (imports, CUDA, compiler) while the agent thinks"
+    )
 
     # --- the research loop
     plateau_patience: int = Field(

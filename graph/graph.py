@@ -62,11 +62,11 @@ class Campaign:
 
     def tools(self):
         return make_tools(self.workspace, results_path=self.results_path, logs_dir=self.logs_dir,
-                          gpu=self.settings.gpu, on_progress=self.on_progress)
+                          gpu=self.settings.gpu, on_progress=self.on_progress, prestart=self.settings.prestart)
 
     def train(self, run_name: str) -> RunResult:
         return run_training(self.workspace, logs_dir=self.logs_dir, gpu=self.settings.gpu,
-                            on_progress=self.on_progress, run_name=run_name)
+                            on_progress=self.on_progress, run_name=run_name, prestart=self.settings.prestart)
 
 
 # -----------------------------------------------------------------------------

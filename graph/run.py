@@ -27,6 +27,7 @@ from graph.graph import Campaign, build_graph
 from graph.llm import Models, make_models
 from graph.prompts import PromptError
 from nanochat.prepare import HarnessError
+from tools.supervisor import discard_spare
 from tools.workspace import WorkspaceError
 
 DEMO_ITERATIONS = 4          # offline with no stop condition given: a demo of a few minutes
@@ -174,6 +175,7 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
         with ui:
             final = graph.invoke(resume_input(campaign, graph, cfg), cfg)
     finally:
+        discard_spare()                     # the pre-started process waiting for a next run
         conn.close()
         tracing.close()
     console.print(summary_table(campaign.run_dir))

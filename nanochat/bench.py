@@ -12,7 +12,8 @@ Figures (from train.py's per-step lines and the harness's result JSON):
   step p50/p90      timed steps only (after train.py's untimed warm-up steps)
   mfu_steady        the harness's MFU rescaled from the mean to the median timed step
   tok/s             tokens per step / median step time
-  overhead          total_seconds - training_seconds (imports, compile, warm-up steps, eval)
+  overhead          total_seconds - training_seconds (compile, warm-up steps, eval; the imports and CUDA
+                    set-up too with --no-prestart, else they happen before `go`, shown as prestart s)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from nanochat.prepare import (HARNESS_FILE, PROFILES, RESULT_ENV, TEMPLATE_PATH, HarnessConfig,
                               render_train_py)
+from nanochat.prestart import READY_ENV
 
 STEP_RE = re.compile(r"^step (\d+) \|.*\| dt ([\d.]+)ms")
 UNTIMED_RE = re.compile(r"after (\d+) untimed steps")
@@ -90,22 +92,37 @@ def figures(log: dict, result: dict) -> dict:
     return out
 
 
-def run_once(workdir: Path, python: str, log_path: Path, timeout: float) -> tuple[str, dict, float]:
-    result_path = workdir / "result.json"
+def run_once(workdir: Path, python: str, log_path: Path, timeout: float, prestart: bool) -> tuple[str, dict, float, float | None]:
+    """One run of workdir/train.py: (log, result, wall seconds from go, seconds the prestart warm-up took).
+    With prestart, the process is started first and told to go once warm, as a campaign's spare is."""
+    result_path, ready_path = workdir / "result.json", workdir / "ready"
     result_path.unlink(missing_ok=True)
-    env = {**os.environ, RESULT_ENV: str(result_path), "PYTHONUNBUFFERED": "1",
+    ready_path.unlink(missing_ok=True)
+    env = {**HarnessConfig.read(workdir / HARNESS_FILE).python_env(dict(os.environ)),   # as a campaign runs it
+           RESULT_ENV: str(result_path), READY_ENV: str(ready_path), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(TEMPLATE_PATH.parent.parent), os.environ.get("PYTHONPATH")]))}
-    t0 = time.time()
+    cmd = [python, "-m", "nanochat.prestart", "train.py"] if prestart else [python, "train.py"]
+    ready = None
     with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.PIPE if prestart else subprocess.DEVNULL)
+        if prestart:
+            while not ready_path.exists() and proc.poll() is None:
+                time.sleep(0.05)
+            ready = float(ready_path.read_text()) if ready_path.exists() else None
+        t0 = time.time()
+        if prestart:
+            proc.stdin.write(f"go {t0:.3f}\n".encode())
+            proc.stdin.close()
         try:
-            rc = subprocess.run([python, "train.py"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                timeout=timeout).returncode
+            rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            proc.kill()
             rc = "timeout"
     wall = time.time() - t0
     text = log_path.read_text(errors="replace")
     result = json.loads(result_path.read_text()) if result_path.exists() else {"status": f"no result (rc {rc})"}
-    return text, result, wall
+    return text, result, wall, ready
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default="", help="a name for this variant in the output")
     ap.add_argument("--log-dir", default=None, help="keep each run's log (and the figures as JSON) here")
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--no-prestart", dest="prestart", action="store_false",
+                    help="start each run cold (python train.py) instead of from a pre-started process, "
+                         "as a campaign does (its imports and CUDA set-up overlap the agent's turn)")
     args = ap.parse_args(argv)
 
     train = Path(args.train).resolve()
@@ -145,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             kind = "cold" if args.cold and i == 0 else "warm" if args.cold or i > 0 else "run"
             name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{label}-{i + 1}-{kind}")[:80]
             log_path = (log_dir or work) / f"{name}.log"
-            out, result, wall = run_once(work, sys.executable, log_path, args.timeout)
-            row = {"label": label, "run": i + 1, "cache": kind, "wall_s": round(wall, 1), **figures(parse_log(out), result)}
+            out, result, wall, ready = run_once(work, sys.executable, log_path, args.timeout, args.prestart)
+            row = {"label": label, "run": i + 1, "cache": kind, "wall_s": round(wall, 1),
+                   "prestart_s": round(ready, 1) if ready is not None else None, **figures(parse_log(out), result)}
             if log_dir:
                 steps = [dt for _, dt in parse_log(out)["steps"]]
                 (log_dir / f"{name}.json").write_text(json.dumps({**row, "step_ms": steps}, indent=1))
@@ -158,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 
-COLUMNS = [("cache", "cache"), ("mfu_steady", "MFU%"), ("mfu_percent", "MFU%(all)"), ("tok_per_s", "tok/s"),
+COLUMNS = [("cache", "cache"), ("prestart_s", "prestart s"), ("mfu_steady", "MFU%"), ("mfu_percent", "MFU%(all)"), ("tok_per_s", "tok/s"),
            ("step_p50_ms", "p50 ms"), ("step_p90_ms", "p90 ms"), ("p90_over_p50", "p90/p50"),
            ("first_step_s", "step1 s"), ("startup_seconds", "startup s"), ("overhead_s", "overhead s"),
            ("eval_seconds", "eval s"), ("val_bpb", "val_bpb"), ("num_steps", "steps"), ("peak_vram_mb", "VRAM MB")]

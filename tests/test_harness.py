@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -188,9 +189,59 @@ def test_real_cpu_run_reports_every_summary_key(tmp_path, cpu_data):
 @pytest.mark.slow
 def test_injected_nan_fails_loudly(tmp_path, cpu_data):
     config, _ = cpu_data
-    text = prepare.render_train_py("cpu").replace("loss = train_model(x, y)", "loss = train_model(x, y) * float('nan')")
+    text = prepare.render_train_py("cpu")
+    assert text.count("loss = model(x, y)") == 1
+    text = text.replace("loss = model(x, y)", "loss = model(x, y) * float('nan')")
     ws = _workspace(tmp_path, config, text)
     r = _run(ws, tmp_path / "result.json")
     assert r.returncode == prepare.FAIL_EXIT_CODE
     assert "FAIL" in r.stdout
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "nan"
+
+
+def template_model_code(monkeypatch, config, **constants):
+    """The template's model definitions (everything above its Setup section) as a namespace, with
+    the harness loaded for `config` and some constants replaced."""
+    source = prepare.TEMPLATE_PATH.read_text().split("# Setup", 1)[0]
+    monkeypatch.setattr(sys, "argv", ["train.py", "--profile", config.profile, "--data", config.data,
+                                      "--cache-dir", config.cache_dir])
+    module = types.ModuleType("template_under_test")   # dynamo looks functions' modules up by name
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(source, "train.py", "exec"), module.__dict__)
+    module.__dict__.update(constants)
+    return module.__dict__
+
+
+def test_compiled_regions_compute_what_the_eager_model_does(monkeypatch, cpu_data):
+    """The fast path's per-block compilation (CUDA, COMPILE = True) must not change the model's
+    function: same loss and gradients as eager, on the CPU's inductor backend, with sliding-window
+    and full blocks and value embeddings; and blocks of one kind share one compiled graph."""
+    import copy
+    from torch._dynamo.utils import counters
+    config, data = cpu_data
+    ns = template_model_code(monkeypatch, config, WINDOW_PATTERN="SL", SHORT_WINDOW=16)
+    torch.manual_seed(0)
+    eager = ns["GPT"](ns["H"].vocab_size, 64, 4, 64, 16)   # windows 16/64/16/64, value embeddings on blocks 1, 3
+    eager.init_weights()
+    with torch.no_grad():   # give every matrix a gradient (the output projections start at zero)
+        for block in eager.blocks:
+            block.attn.c_proj.weight.normal_(std=0.05)
+            block.mlp.c_proj.weight.normal_(std=0.05)
+    compiled = copy.deepcopy(eager)
+    for m in (eager, compiled):
+        m.setup_attention("cpu", flex=False)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled.compile_regions()
+    x, y = next(ns["H"].train_loader(4, seed=3))
+    x, y = x[:, :64].contiguous(), y[:, :64].contiguous()
+    losses = []
+    for m in (eager, compiled):
+        loss = m(x, y)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-6), name
+    assert counters["stats"]["unique_graphs"] == 4   # embed, head, and one graph per kind of block (not 4)
+    torch._dynamo.reset()

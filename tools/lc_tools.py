@@ -133,7 +133,7 @@ def is_number(s) -> bool:
 # The tools
 
 def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, wall_limit=None,
-               python: str = sys.executable, on_progress=None) -> list[StructuredTool]:
+               python: str = sys.executable, on_progress=None, prestart: bool = False) -> list[StructuredTool]:
     """[read_file, apply_patch, run_training, read_metrics] bound to one campaign: its workspace,
     its results.tsv (optional), the run's logs/ directory, its GPU and wall limit."""
     logs_dir = Path(logs_dir)
@@ -154,7 +154,7 @@ def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, w
 
     def run_training_tool() -> tuple[str, RunResult]:
         result = run_training(workspace, logs_dir=logs_dir, gpu=gpu, wall_limit=wall_limit, python=python,
-                              on_progress=on_progress)
+                              on_progress=on_progress, prestart=prestart)
         return result.to_text(LOGS_MOUNT), result
 
     def read_metrics() -> str:

@@ -5,6 +5,9 @@ Run the workspace's train.py once under the campaign's harness, supervised.
 - During: a subprocess in its own process group, cwd the workspace, its environment scrubbed of
   secrets, killed with its whole group at a hard wall limit. It dies with the campaign process even
   on kill -9 (PR_SET_PDEATHSIG), and a pid file lets a resumed campaign kill what is left.
+- Prestart (optional): the next run's process is started as soon as a run ends, so its imports,
+  CUDA context and compiler warm-up (nanochat/prestart.py) overlap the agent's thinking; `go`
+  starts it, and the harness counts total_seconds from then.
 - After: the metric comes from the JSON result file the harness writes to $NANOCHAT_RESULT_FILE (a
   fresh path outside the workspace), never from stdout; the run is classified as one status.
 """
@@ -53,6 +56,7 @@ LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platfor
 # may run on short-lived worker threads, so every child is forked from this one long-lived thread.
 SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training-spawner")
 RUN_LOCK = threading.Lock()  # one training at a time per process: they would share the GPU
+STARTED_ENV = "NANOCHAT_STARTED_AT"   # set by nanochat/prestart.py at `go`, never inherited
 
 
 @dataclass
@@ -105,10 +109,16 @@ def scrub_env(env: dict) -> dict:
 
 def child_env(root: Path, result_file: str, gpu) -> dict:
     env = scrub_env(dict(os.environ))
+    env.pop(STARTED_ENV, None)
     env[RESULT_ENV] = result_file
     env[HARNESS_ENV] = str(root / HARNESS_FILE)
     env["PYTHONUNBUFFERED"] = "1"         # lines reach the log and the progress bar as printed
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing lands in the workspace
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing lands in the workspace...
+    try:                                  # ...but bytecode may be cached under the campaign cache
+        from nanochat.prepare import HarnessConfig  # lazy: imports torch
+        env = HarnessConfig.read(root / HARNESS_FILE).python_env(env)
+    except Exception:
+        pass
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -259,6 +269,75 @@ def read_result(path: Path) -> dict | None:
 
 
 # -----------------------------------------------------------------------------
+# The spare: a pre-started training process waiting for `go`
+
+@dataclass
+class Spare:
+    proc: subprocess.Popen
+    key: tuple                  # (workspace, gpu, python, harness.json): it only serves a run with the same
+    result_dir: Path            # its private result file's directory (outside the workspace)
+
+    @property
+    def result_file(self) -> Path:
+        return self.result_dir / "result.json"
+
+    def discard(self) -> None:
+        kill_group(self.proc.pid)
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream:
+                stream.close()
+        shutil.rmtree(self.result_dir, ignore_errors=True)
+
+
+_spare: Spare | None = None   # at most one per process, guarded by RUN_LOCK
+
+
+def _spare_key(ws: Workspace, gpu, python) -> tuple:
+    harness = ws.root / HARNESS_FILE
+    return (str(ws.root), gpu, python, harness.read_bytes() if harness.exists() else b"")
+
+
+def _start_process(ws: Workspace, gpu, python, prestart: bool) -> Spare:
+    result_dir = Path(tempfile.mkdtemp(prefix="nanochat-result-"))  # outside the workspace, fresh per run
+    cmd = [python, "-m", "nanochat.prestart", TRAIN_FILE] if prestart else [python, TRAIN_FILE]
+    proc = SPAWNER.submit(
+        subprocess.Popen, cmd, cwd=ws.root, env=child_env(ws.root, str(result_dir / "result.json"), gpu),
+        stdin=subprocess.PIPE if prestart else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group (and session), killed as a whole
+        preexec_fn=die_with_parent(os.getpid()),
+    ).result()
+    return Spare(proc, _spare_key(ws, gpu, python), result_dir)
+
+
+def _take_spare(key) -> Spare | None:
+    """The waiting spare if it can serve this run (same key, still alive); any other one is killed."""
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None and (spare.key != key or spare.proc.poll() is not None):
+        spare.discard()
+        spare = None
+    return spare
+
+
+def discard_spare() -> None:
+    """Kill the waiting spare, if any (a campaign calls this when it ends)."""
+    with RUN_LOCK:
+        spare = _take_spare(None)
+        if spare is not None:
+            spare.discard()
+
+
+def _go(spare: Spare) -> bool:
+    try:
+        spare.proc.stdin.write(f"go {time.time():.3f}\n".encode())
+        spare.proc.stdin.close()
+        return True
+    except (BrokenPipeError, OSError, ValueError):
+        return False
+
+
+# -----------------------------------------------------------------------------
 # The run
 
 def new_log_path(logs_dir: Path, run_name: str | None) -> Path:
@@ -270,9 +349,12 @@ def new_log_path(logs_dir: Path, run_name: str | None) -> Path:
 
 
 def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = None, python: str = sys.executable,
-                 on_progress=None, run_name: str | None = None) -> RunResult:
+                 on_progress=None, run_name: str | None = None, prestart: bool = False) -> RunResult:
     """Run the workspace's train.py once and say how it went. The log goes to `logs_dir/<name>.log`
-    and the RunResult to `logs_dir/<name>.json`; the pid file lives in logs_dir's parent (the run dir)."""
+    and the RunResult to `logs_dir/<name>.json`; the pid file lives in logs_dir's parent (the run dir).
+    With `prestart`, the run uses the spare process if one is waiting, and a new spare is started
+    for the next run as soon as this one ends."""
+    global _spare
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     logs_dir = Path(logs_dir)
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -288,8 +370,14 @@ def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = No
         if refused:
             log_path.write_text(refused.message + "\n")
             refused.log_path = str(log_path)
-        result = refused or supervise(ws, log_path, run_dir, gpu, wall_limit, budget, python, on_progress)
+        spare = _take_spare(_spare_key(ws, gpu, python)) if prestart else None
+        if refused and spare is not None:
+            _spare = spare   # still good for the next run
+        result = refused or supervise(ws, log_path, run_dir, gpu, wall_limit, budget, python, on_progress,
+                                      spare, prestart)
         result.save(log_path.with_suffix(".json"))
+        if prestart and _spare is None:
+            _spare = _start_process(ws, gpu, python, prestart=True)
         return result
 
 
@@ -306,20 +394,21 @@ def precheck(source: str) -> RunResult | None:
     return None
 
 
-def supervise(ws, log_path, run_dir, gpu, wall_limit, budget, python, on_progress) -> RunResult:
-    result_dir = Path(tempfile.mkdtemp(prefix="nanochat-result-"))  # outside the workspace, fresh per run
-    result_file = result_dir / "result.json"
+def supervise(ws, log_path, run_dir, gpu, wall_limit, budget, python, on_progress,
+              spare: Spare | None = None, prestart: bool = False) -> RunResult:
     pid_file = run_dir / PID_FILE
     start = time.monotonic()
-    proc, reader, timed_out = None, None, False
+    proc, reader, timed_out, result_dir = None, None, False, None
     try:
         with open(log_path, "wb") as log:
-            proc = SPAWNER.submit(
-                subprocess.Popen, [python, TRAIN_FILE], cwd=ws.root, env=child_env(ws.root, str(result_file), gpu),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group (and session), killed as a whole
-                preexec_fn=die_with_parent(os.getpid()),
-            ).result()
+            if spare is None or not _go(spare):   # no spare (or it died): start one now and go at once
+                if spare is not None:
+                    spare.discard()
+                spare = _start_process(ws, gpu, python, prestart)
+                if prestart:
+                    _go(spare)
+            proc, result_dir = spare.proc, spare.result_dir
+            result_file = spare.result_file
             pid_file.write_text(json.dumps({"pid": proc.pid, "pgid": proc.pid, "result_file": str(result_file),
                                             "log": str(log_path), "started": time.time()}))
             reader = threading.Thread(target=pump, args=(proc.stdout, log, on_progress), daemon=True)
@@ -333,8 +422,9 @@ def supervise(ws, log_path, run_dir, gpu, wall_limit, budget, python, on_progres
             kill_group(proc.pid)
             proc.wait()
         pid_file.unlink(missing_ok=True)
-        result = read_result(result_file)
-        shutil.rmtree(result_dir, ignore_errors=True)
+        result = read_result(result_dir / "result.json") if result_dir else None
+        if result_dir:
+            shutil.rmtree(result_dir, ignore_errors=True)
 
     log_text = log_path.read_bytes().decode("utf-8", errors="replace")
     status, message = classify(proc.returncode, timed_out, result, log_text, wall_limit, budget)

@@ -1,0 +1,71 @@
+"""
+A training process started before it is needed: it does the slow, experiment-independent part of
+a run (importing torch, dynamo, inductor and Triton, creating the CUDA context, a tiny compile)
+while the agent is still thinking, then waits. On one line on stdin, `go <unix time>`, it runs
+train.py as `python train.py` would, from its cwd, counting the run's total_seconds from that time.
+
+    python -m nanochat.prestart train.py      # then write "go 1764000000.0\n" to its stdin
+
+The supervisor (tools/supervisor.py) keeps one such spare process per campaign; nanochat.bench
+uses it to measure the overhead an experiment really adds. train.py is read only at `go`, so the
+agent's latest edit is what runs. EOF on stdin without `go`: exit quietly (the spare was not needed).
+"""
+
+import os
+import runpy
+import sys
+import time
+from pathlib import Path
+
+GO = "go"
+READY_ENV = "NANOCHAT_READY_FILE"     # touched once the warm-up is done (the bench waits on it)
+
+
+def warm_up() -> None:
+    """Everything a run needs before train.py's own code: imports, the compile caches' location,
+    the CUDA context and cuBLAS, and the compiler stack (one tiny compiled function)."""
+    from nanochat import prepare   # torch, numpy, tokenizers
+    try:
+        prepare.use_compile_cache(prepare.resolve_config([]).compile_cache)
+    except Exception:   # no harness config here: train.py will report that itself
+        pass
+    import torch
+    import torch._dynamo  # noqa: F401  (what torch.compile and create_block_mask import on first use)
+    import torch._inductor.compile_fx  # noqa: F401
+    from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
+    if not torch.cuda.is_available():
+        return
+    torch.cuda.init()
+    a = torch.ones(64, 64, device="cuda", dtype=torch.bfloat16)
+    (a @ a).sum().item()                                     # cuBLAS handle and workspace
+    torch.compile(lambda t: (t * 2).sin(), dynamic=False)(a).sum().item()   # inductor + Triton up
+    torch._dynamo.reset()                                    # leave no trace in dynamo's caches
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m nanochat.prestart TRAIN_FILE  (then 'go <unix time>' on stdin)", file=sys.stderr)
+        return 2
+    train_file = argv[0]
+    t0 = time.time()
+    warm_up()
+    ready = time.time()
+    if os.environ.get(READY_ENV):
+        Path(os.environ[READY_ENV]).write_text(f"{ready - t0:.3f}\n")
+    line = sys.stdin.readline().split()
+    if not line or line[0] != GO:
+        return 0
+    started = float(line[1]) if len(line) > 1 else time.time()
+    from nanochat.prepare import STARTED_ENV
+    os.environ[STARTED_ENV] = repr(started)
+    waited = started - ready
+    print(f"[prestart] imports, CUDA and compiler ready in {ready - t0:.1f}s, "
+          + (f"{waited:.1f}s before this run was asked for" if waited >= 0
+             else f"{-waited:.1f}s after (counted in this run's overhead)"), flush=True)
+    sys.argv = [train_file]
+    runpy.run_path(train_file, run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
