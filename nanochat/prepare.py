@@ -133,9 +133,15 @@ class HarnessConfig(BaseModel):
         on our H100 machine), every run recompiles torch's sources: 12 s of imports instead of 4.5 s."""
         return self.cache / "pycache"
 
-    def python_env(self, env: dict) -> dict:
-        """`env` for a training process: bytecode cached under the campaign cache, never beside
-        the sources (so nothing lands in a workspace)."""
+    def python_env(self, env: dict, site_has_bytecode: bool | None = None) -> dict:
+        """`env` for a training process. Where the installed torch has no compiled bytecode beside
+        its sources, bytecode goes to (and is read from) the campaign cache, never beside the sources
+        (so nothing lands in a workspace). A normal install has it, and `env` is left as it is: a
+        prefix would make Python ignore that bytecode and compile everything once more."""
+        if site_has_bytecode is None:
+            site_has_bytecode = (Path(torch.__file__).parent / "__pycache__").is_dir()
+        if site_has_bytecode:
+            return env
         env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(self.bytecode_cache)
         return env

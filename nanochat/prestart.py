@@ -59,9 +59,9 @@ def main(argv: list[str]) -> int:
     from nanochat.prepare import STARTED_ENV
     os.environ[STARTED_ENV] = repr(started)
     waited = started - ready
-    print(f"[prestart] imports, CUDA and compiler ready in {ready - t0:.1f}s, "
+    print(f"[prestart] warm-up (imports, CUDA, compiler) took {ready - t0:.1f}s, done "
           + (f"{waited:.1f}s before this run was asked for" if waited >= 0
-             else f"{-waited:.1f}s after (counted in this run's overhead)"), flush=True)
+             else f"{-waited:.1f}s after it (counted in this run's overhead)"), flush=True)
     sys.argv = [train_file]
     runpy.run_path(train_file, run_name="__main__")
     return 0

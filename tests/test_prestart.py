@@ -81,7 +81,8 @@ def test_the_next_run_is_served_by_the_spare_and_counts_from_go(ws, tmp_path, ca
     seen = facts(second)
     assert seen["pid"] == spare.proc.pid                                # the spare ran it
     assert asked <= float(seen["started"]) <= time.time()               # its clock started at go, not at spawn
-    assert seen["prefix"] == str(cache_dir / "pycache") and seen["nobytecode"] is None
+    env = prepare.HarnessConfig.read(ws.root / "harness.json").python_env({"PYTHONDONTWRITEBYTECODE": "1"})
+    assert (seen["prefix"], seen["nobytecode"]) == (env.get("PYTHONPYCACHEPREFIX"), env.get("PYTHONDONTWRITEBYTECODE"))
     assert snapshot(ws) == before                                       # no __pycache__ in the workspace
     next_spare = supervisor._spare
     discard_spare()
@@ -119,7 +120,7 @@ def test_a_prestarted_process_runs_nothing_without_go(tmp_path):
     out = subprocess.run([sys.executable, "-m", "nanochat.prestart", "train.py"], cwd=tmp_path, env=env,
                          input=f"go {time.time()}\n".encode(), capture_output=True, timeout=120)
     assert out.returncode == 0 and (tmp_path / "ran").read_text() == "yes"
-    assert out.stdout.decode().startswith("[prestart] imports")
+    assert out.stdout.decode().startswith("[prestart] warm-up")
 
 
 def test_the_harness_clock_starts_when_the_run_was_asked_for(monkeypatch):
@@ -129,7 +130,8 @@ def test_the_harness_clock_starts_when_the_run_was_asked_for(monkeypatch):
     assert abs(prepare._run_start_time() - prepare._process_start_time()) < 1e-6
 
 
-def test_training_processes_cache_bytecode_under_the_campaign_cache(tmp_path):
+def test_training_processes_cache_bytecode_under_the_campaign_cache_where_site_packages_has_none(tmp_path):
     config = prepare.HarnessConfig(profile="cpu", cache_dir=str(tmp_path / "c"))
-    env = config.python_env({"PYTHONDONTWRITEBYTECODE": "1", "KEEP": "x"})
-    assert env == {"KEEP": "x", "PYTHONPYCACHEPREFIX": str(tmp_path / "c" / "pycache")}
+    env = {"PYTHONDONTWRITEBYTECODE": "1", "KEEP": "x"}
+    assert config.python_env(env, site_has_bytecode=False) == {"KEEP": "x", "PYTHONPYCACHEPREFIX": str(tmp_path / "c" / "pycache")}
+    assert config.python_env(env, site_has_bytecode=True) == env   # a normal install: its own bytecode is used
