@@ -6,7 +6,7 @@ step-time spread, startup, overhead and eval time, as the H100 performance targe
 
 The first run after --cold starts from an empty compile cache (a campaign's first experiment);
 later runs find it warm (every experiment after the first). --set NAME=VALUE overrides a top-level
-constant of the copy that runs (a Python literal, e.g. --set COMPILE=False --set ATTENTION='"sdpa"').
+constant of the copy that runs (a Python literal, e.g. --set COMPILE=False --set WINDOW_PATTERN='"SSSL"').
 
 Figures (from train.py's per-step lines and the harness's result JSON):
   step p50/p90      timed steps only (after train.py's untimed warm-up steps)
