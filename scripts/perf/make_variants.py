@@ -27,6 +27,19 @@ EMULATE = [("from nanochat.prepare import load_harness\n",
             "torch._inductor.config.emulate_precision_casts = True   # round intermediates to bf16 as eager does\n")]
 WHOLE_MODEL = [("    model.compile_regions()\n", "    model.forward = torch.compile(model.forward, dynamic=False)   # one graph\n")]
 
+X0_BF16 = [("        return norm(self.wte(idx)), {k: e(idx) for k, e in self.value_embeds.items()}\n",
+            "        return norm(self.wte(idx)).bfloat16(), {k: e(idx) for k, e in self.value_embeds.items()}\n"),
+           ("        x = x0.clone()   # not x0", "        x = x0.float()   # not x0")]
+BF16_RESID = X0_BF16[:1]   # x0 in bf16 and x = x0.clone(): under autocast every residual add then stays bf16
+NESTED = [("    model.compile_regions()\n",
+           "    Block.forward = torch.compiler.nested_compile_region(Block.forward)\n"
+           "    model.forward = torch.compile(model.forward, dynamic=False)   # one graph, blocks traced once\n")]
+COORD = [("from nanochat.prepare import load_harness\n",
+          "from nanochat.prepare import load_harness\nimport torch._inductor.config\n"
+          "torch._inductor.config.coordinate_descent_tuning = True   # tune each fused kernel's launch config\n")]
+AUTOTUNE = [("            block.compile(dynamic=False)\n",
+             "            block.compile(dynamic=False, mode=\"max-autotune-no-cudagraphs\")   # Triton GEMMs, fused epilogues\n")]
+
 VARIANTS = {
     "qkv": [(QKV_OLD, QKV_NEW)],             # one matmul for q, k and v
     "sigcap": [(CAP_OLD, CAP_NEW)],          # the same soft-cap, through sigmoid instead of tanh
@@ -34,6 +47,12 @@ VARIANTS = {
     "fp32": FP32,                             # the reference: eager, fp32 activations and matmuls
     "emulate": EMULATE,                       # compiled, with eager's bf16 rounding of intermediates
     "whole": WHOLE_MODEL,                     # compiled as one graph instead of per block
+    "x0bf16": X0_BF16,                        # the embedding every block mixes in, read as bf16
+    "nested": NESTED,                         # one graph, with the blocks as nested compile regions
+    "coord": COORD,                           # inductor's coordinate-descent tuning of kernel configs
+    "autotune": AUTOTUNE,                     # max-autotune for the block graphs
+    "x0bf16_coord": X0_BF16 + COORD,
+    "bf16resid": BF16_RESID,                  # the whole residual stream in bf16 (call 6's template)
 }
 
 
