@@ -50,6 +50,8 @@ CLIMBMIX_VAL_SHARD = 6542
 CLIMBMIX_DEFAULT_SHARDS = 8
 LOCAL_SUFFIXES = {".txt", ".md", ".py", ".jsonl", ".parquet"}
 VAL_PERCENT = 2                        # ~2% of files (builtin/local) go to validation
+MEMORISE_PASSES = 2.0                  # a run that reads its train split more often gets a note: val_bpb
+                                       # then rewards memorising it (a 300 s h100 run reads ~400M tokens)
 
 # Peak dense bf16 matmul throughput, for MFU. H100/H200 SXM: 989.5 TFLOP/s (no sparsity).
 PEAK_FLOPS = {"H100": 989.5e12, "H200": 989.5e12, "A100": 312e12, "L4": 121e12, "4090": 165.2e12}
@@ -646,25 +648,32 @@ class Harness:
         if not math.isfinite(val_bpb):
             self.fail("nan", "val_bpb is not finite")
         peak_vram_mb = torch.cuda.max_memory_allocated() / 1024**2 if self.device == "cuda" else 0.0
+        served = sum(l.tokens_served for l in self.loaders)
+        passes = served / max(len(self.data.train), 1)
         summary = {
             "val_bpb": round(val_bpb, 6),
             "training_seconds": round(training_seconds, 1),
             "total_seconds": round(time.time() - self.started_at, 1),
             "peak_vram_mb": round(peak_vram_mb, 1),
             "mfu_percent": round(mfu_percent, 2),
-            "total_tokens_M": round(sum(l.tokens_served for l in self.loaders) / 1e6, 1),   # counted here
+            "total_tokens_M": round(served / 1e6, 1),   # counted here
+            "train_passes": round(passes, 2),   # how often the run read its train split (> 1: it repeated data)
             "num_steps": int(num_steps),
             "num_params_M": round(num_params / 1e6, 1),
             "depth": int(depth),
             "startup_seconds": round(startup_seconds, 1),
             "eval_seconds": round(eval_seconds, 1),
         }
+        if passes > MEMORISE_PASSES:
+            print(f"[harness] note: this run read its {len(self.data.train) / 1e6:.1f}M-token train split "
+                  f"{passes:.1f} times; past a few passes val_bpb rewards memorising it. "
+                  "For budgets this long, give the campaign more data (--data).", flush=True)
         print("---")
         for k, v in summary.items():
             print(f"{k + ':':<20}{v:.6f}" if k == "val_bpb" else f"{k + ':':<20}{v}")
         sys.stdout.flush()
         _write_result({"status": "ok", **summary, "profile": self.profile.name, "data": self.config.data,
-                       "tokens_served": sum(l.tokens_served for l in self.loaders)})
+                       "tokens_served": served})
         return summary
 
 

@@ -16,7 +16,7 @@ from nanochat import prepare
 from nanochat.prepare import HarnessConfig, Tokenizer, check_causal, evaluate_bpb, pack_rows
 
 SUMMARY_KEYS = ["val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
-                "total_tokens_M", "num_steps", "num_params_M", "depth", "startup_seconds", "eval_seconds"]
+                "total_tokens_M", "train_passes", "num_steps", "num_params_M", "depth", "startup_seconds", "eval_seconds"]
 
 
 def _eval_targets(data, seq_len):
@@ -67,6 +67,31 @@ def test_oracle_model_scores_about_zero(cpu_data):
     p = config.resolved_profile()
     got = evaluate_bpb(Oracle(data, p.seq_len, data.meta["vocab_size"]), data, p.seq_len, 16, "cpu")
     assert 0 <= got < 1e-6
+
+
+def test_finish_reports_how_often_the_train_split_was_read(cpu_data, capsys, tmp_path, monkeypatch):
+    config, data = cpu_data
+    monkeypatch.setenv("NANOCHAT_RESULT_FILE", str(tmp_path / "result.json"))
+    h = prepare.Harness(config, data)
+    loader = h.train_loader(batch_size=8, seed=0)
+    per_batch = 8 * h.seq_len
+    stats = dict(training_seconds=1.0, num_steps=1, num_params=0, depth=0, mfu_percent=0.0, startup_seconds=0.0)
+
+    for _ in range(len(data.train) // per_batch // 2):   # half a pass: no note
+        next(loader)
+    summary = h.finish(Uniform(h.vocab_size), **stats)
+    assert summary["train_passes"] == pytest.approx(loader.tokens_served / len(data.train), abs=0.01)
+    assert 0.3 < summary["train_passes"] < 0.6
+    assert "memorising" not in capsys.readouterr().out
+
+    while loader.tokens_served <= 2.5 * len(data.train):   # past MEMORISE_PASSES: the run says so
+        next(loader)
+    summary = h.finish(Uniform(h.vocab_size), **stats)
+    out = capsys.readouterr().out
+    assert summary["train_passes"] > prepare.MEMORISE_PASSES
+    assert f"{summary['train_passes']:.1f} times" in out and "memorising" in out
+    assert out.index("memorising") < out.index("\n---\n")   # above the summary block, which stays parseable
+    assert json.loads((tmp_path / "result.json").read_text())["train_passes"] == summary["train_passes"]
 
 
 def test_causality_probe_tells_a_peeking_model(cpu_data):
@@ -179,6 +204,7 @@ def test_real_cpu_run_reports_every_summary_key(tmp_path, cpu_data):
     # every step consumed exactly one optimizer batch of tokens (gradient accumulation included)
     batch = prepare.PROFILES["cpu"].train_overrides["TOTAL_BATCH_TOKENS"]
     assert result["tokens_served"] == result["num_steps"] * batch
+    assert result["train_passes"] == pytest.approx(result["tokens_served"] / len(cpu_data[1].train), abs=0.01)
     # clearly better than the untrained model, which scores about the uniform guess
     data = cpu_data[1]
     y = _eval_targets(data, 256)
