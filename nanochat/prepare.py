@@ -2,9 +2,13 @@
 The frozen harness: data, tokenizer, dataloader and the val_bpb metric.
 
 The agent reads this file but never edits it. Everything that makes val_bpb comparable between
-experiments lives here and is pinned for a whole campaign by a HarnessConfig (profile, data,
-time budget): the corpus and its train/val split, the tokenizer, the fixed validation rows, and
-evaluate_bpb itself. train.py calls load_harness() first and H.finish(model, ...) last.
+experiments lives here and is pinned for a whole campaign by a HarnessConfig (nanochat/config.py:
+profile, data, time budget): the corpus and its train/val split, the tokenizer, the fixed validation
+rows, and evaluate_bpb itself. train.py calls load_harness() first and H.finish(model, ...) last.
+
+In a campaign, train.py runs in a sandbox that holds the train split only. H.finish hands the
+model over as a graph of tensor operators (nanochat/handoff.py), and a separate scorer process
+(nanochat/scorer.py), which train.py never touches, runs evaluate_bpb and check_causal on it.
 
     python -m nanochat.prepare --profile cpu --data builtin     # prepare (cached, idempotent)
 """
@@ -20,28 +24,25 @@ import queue
 import re
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+
+from nanochat.config import (CACHE_ENV, DATA_ENV, DEFAULT_CACHE, FAIL_EXIT_CODE, HANDOFF_ENV, HANDOFF_FAILURE,
+                             HANDOFF_STATS, HARNESS_ENV, HARNESS_FILE, PROFILES, STARTED_ENV, SUMMARY_ENV,
+                             TEMPLATE_PATH, HarnessConfig, HarnessError, Profile, render_train_py)
 
 # -----------------------------------------------------------------------------
 # Constants
 
-HARNESS_FILE = "harness.json"          # the pin a campaign workspace holds beside train.py
-RESULT_ENV = "NANOCHAT_RESULT_FILE"    # where the supervisor wants the result JSON
-HARNESS_ENV = "NANOCHAT_HARNESS"       # path to a harness.json (overrides ./harness.json)
-CACHE_ENV = "AUTORESEARCH_CACHE"
-STARTED_ENV = "NANOCHAT_STARTED_AT"    # set by nanochat/prestart.py: when the run was asked for
-DEFAULT_CACHE = Path.home() / ".cache" / "autoresearch-graph"
 BOS = "<|bos|>"                        # the only special token: starts every row and document
-FAIL_EXIT_CODE = 3                     # harness-detected failure (NaN, exploding loss, cheating)
 DATA_FORMAT_VERSION = 1                # bump when the cached token format changes
 
 # autoresearch's dataset: shards of karpathy/climbmix-400b-shuffle, the last one pinned for val
@@ -52,114 +53,10 @@ LOCAL_SUFFIXES = {".txt", ".md", ".py", ".jsonl", ".parquet"}
 VAL_PERCENT = 2                        # ~2% of files (builtin/local) go to validation
 MEMORISE_PASSES = 2.0                  # a run that reads its train split more often gets a note: val_bpb
                                        # then rewards memorising it (a 300 s h100 run reads ~400M tokens)
+CAUSAL_TOLERANCE = 1e-2                # logits may move this much (of their scale) when only later tokens change
 
 # Peak dense bf16 matmul throughput, for MFU. H100/H200 SXM: 989.5 TFLOP/s (no sparsity).
 PEAK_FLOPS = {"H100": 989.5e12, "H200": 989.5e12, "A100": 312e12, "L4": 121e12, "4090": 165.2e12}
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Harness constants pinned for a campaign. Changing any of them changes what val_bpb means."""
-    name: str
-    seq_len: int
-    vocab_size: int
-    time_budget: float             # seconds of timed training
-    eval_tokens: int               # validation targets scored by evaluate_bpb
-    eval_batch_size: int           # rows per eval forward (a memory knob, not a metric knob)
-    tokenizer_train_chars: int     # characters of training text the BPE is learnt from
-    max_train_tokens: int          # cap on the tokenized training split
-    device: str                    # "cuda" or "cpu"
-    train_overrides: dict = field(default_factory=dict)  # template constants for this profile
-
-
-PROFILES: dict[str, Profile] = {
-    # autoresearch's constants on an H100: sequence 2048, 5-minute budget, 40 x 2^19 eval tokens
-    "h100": Profile("h100", seq_len=2048, vocab_size=8192, time_budget=300,
-                    eval_tokens=40 * 524288, eval_batch_size=64,
-                    tokenizer_train_chars=200_000_000, max_train_tokens=4_000_000_000,
-                    device="cuda"),
-    # a 16-24 GB card (RTX 4090, L4, A10): shorter context, smaller model
-    "gpu-small": Profile("gpu-small", seq_len=1024, vocab_size=8192, time_budget=300,
-                         eval_tokens=8 * 524288, eval_batch_size=32,
-                         tokenizer_train_chars=100_000_000, max_train_tokens=1_000_000_000,
-                         device="cuda",
-                         train_overrides={"DEPTH": 6, "SHORT_WINDOW": 512,
-                                          "TOTAL_BATCH_TOKENS": 2**18, "DEVICE_BATCH_SIZE": 32}),
-    # a tiny model that still learns something in 15 s on 2 CPU cores
-    "cpu": Profile("cpu", seq_len=256, vocab_size=2048, time_budget=15,
-                   eval_tokens=128 * 256, eval_batch_size=32,
-                   tokenizer_train_chars=3_000_000, max_train_tokens=3_000_000,
-                   device="cpu",
-                   train_overrides={"DEPTH": 2, "ASPECT_RATIO": 64, "HEAD_DIM": 32,
-                                    "SHORT_WINDOW": 64, "TOTAL_BATCH_TOKENS": 2**12,
-                                    "DEVICE_BATCH_SIZE": 16, "MATRIX_LR": 0.02,
-                                    "EMBEDDING_LR": 0.3, "UNEMBEDDING_LR": 0.004,
-                                    "WARMDOWN_RATIO": 0.4}),
-}
-
-
-class HarnessError(RuntimeError):
-    """A clear, user-facing problem with the harness configuration or data."""
-
-
-class HarnessConfig(BaseModel):
-    """What a campaign pins: profile, data source and time budget (and where caches live)."""
-    profile: str = "cpu"
-    data: str = "builtin"
-    time_budget: float | None = Field(default=None, gt=0)
-    cache_dir: str | None = None
-
-    def resolved_profile(self) -> Profile:
-        if self.profile not in PROFILES:
-            raise HarnessError(f"unknown profile {self.profile!r}; choose one of {sorted(PROFILES)}")
-        return PROFILES[self.profile]
-
-    @property
-    def budget(self) -> float:
-        return self.time_budget if self.time_budget is not None else self.resolved_profile().time_budget
-
-    @property
-    def cache(self) -> Path:
-        return Path(self.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
-
-    @property
-    def compile_cache(self) -> Path:
-        """torch.compile's caches (inductor graphs, autotuning, Triton kernels), shared by every
-        experiment of the campaign: only the first one pays for a cold compile."""
-        return self.cache / "compile"
-
-    @property
-    def bytecode_cache(self) -> Path:
-        """Python's compiled bytecode for training processes (PYTHONPYCACHEPREFIX). Where
-        site-packages has no __pycache__ and gets none (read-only, or PYTHONDONTWRITEBYTECODE set, as
-        on our H100 machine), every run recompiles torch's sources: 12 s of imports instead of 4.5 s."""
-        return self.cache / "pycache"
-
-    def python_env(self, env: dict, site_has_bytecode: bool | None = None) -> dict:
-        """`env` for a training process. Where the installed torch has no compiled bytecode beside
-        its sources, bytecode goes to (and is read from) the campaign cache, never beside the sources
-        (so nothing lands in a workspace). A normal install has it, and `env` is left as it is: a
-        prefix would make Python ignore that bytecode and compile everything once more."""
-        if site_has_bytecode is None:
-            site_has_bytecode = (Path(torch.__file__).parent / "__pycache__").is_dir()
-        if site_has_bytecode:
-            return env
-        env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env["PYTHONPYCACHEPREFIX"] = str(self.bytecode_cache)
-        return env
-
-    def write(self, path: Path) -> None:
-        Path(path).write_text(self.model_dump_json(indent=2) + "\n")
-
-    @classmethod
-    def read(cls, path: Path) -> "HarnessConfig":
-        try:
-            return cls.model_validate_json(Path(path).read_text())
-        except FileNotFoundError:
-            raise HarnessError(f"no harness pin at {path}") from None
-        except ValueError as e:
-            raise HarnessError(f"{path} is not a valid harness pin: {e}") from None
-
 
 # -----------------------------------------------------------------------------
 # Corpus: a data spec becomes (train documents, val documents), each an iterator of strings
@@ -406,8 +303,8 @@ class PreparedData:
     tokenizer: Tokenizer
     train: np.ndarray           # uint16 memmap
     train_starts: np.ndarray    # int64, segment starts in train
-    val: np.ndarray             # uint16 memmap
-    eval_starts: np.ndarray     # int64, the fixed validation rows
+    val: np.ndarray | None      # uint16 memmap (None where only the train split is visible)
+    eval_starts: np.ndarray | None  # int64, the fixed validation rows
     token_bytes: np.ndarray     # int32 [vocab]
 
 
@@ -463,14 +360,24 @@ def prepare_data(config: HarnessConfig, log: Callable[[str], None] = print) -> P
             shutil.rmtree(tmp, ignore_errors=True)
         log(f"[prepare] {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
             f"{meta['eval_rows']} eval rows, built in {time.time() - t0:.1f}s")
-    meta = json.loads((out / "meta.json").read_text())
+    return load_data(out)
+
+
+def load_data(directory: Path, train_only: bool = False) -> PreparedData:
+    """A prepared-data directory's arrays. `train_only`: the train split alone, as a training
+    sandbox sees it (val.bin and eval_starts.npy are not even there)."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"no prepared data in {directory}: {e}") from None
     return PreparedData(
-        dir=out, meta=meta, tokenizer=Tokenizer(out / "tokenizer.json"),
-        train=np.memmap(out / "train.bin", dtype=np.uint16, mode="r"),
-        train_starts=np.load(out / "train_starts.npy"),
-        val=np.memmap(out / "val.bin", dtype=np.uint16, mode="r"),
-        eval_starts=np.load(out / "eval_starts.npy"),
-        token_bytes=np.load(out / "token_bytes.npy"),
+        dir=directory, meta=meta, tokenizer=Tokenizer(directory / "tokenizer.json"),
+        train=np.memmap(directory / "train.bin", dtype=np.uint16, mode="r"),
+        train_starts=np.load(directory / "train_starts.npy"),
+        val=None if train_only else np.memmap(directory / "val.bin", dtype=np.uint16, mode="r"),
+        eval_starts=None if train_only else np.load(directory / "eval_starts.npy"),
+        token_bytes=np.load(directory / "token_bytes.npy"),
     )
 
 
@@ -513,17 +420,20 @@ class TrainLoader:
         return rows[:, :-1], rows[:, 1:]
 
 
+
 # -----------------------------------------------------------------------------
-# The metric
+# The metric. `forward` maps a (B, T) batch of token ids to (B, T, vocab) logits: the scorer's
+# handed-over model (nanochat/handoff.py), or an nn.Module when run by hand.
 
 @torch.no_grad()
-def evaluate_bpb(model, data: PreparedData, seq_len: int, batch_size: int, device: str) -> float:
+def evaluate_bpb(forward, data: PreparedData, seq_len: int, batch_size: int, device: str) -> float:
     """
     Bits per byte on the fixed validation rows: sum of per-token cross-entropy (nats) over all
     target tokens, divided by ln(2) x the UTF-8 byte count of those targets. Special-token targets
-    count in neither sum. `model(x)` must return logits of shape (B, T, vocab).
+    count in neither sum. The loss is computed here, never by the model's code.
     """
     token_bytes = torch.from_numpy(data.token_bytes).to(device)
+    vocab = len(data.token_bytes)
     starts = data.eval_starts
     total_nats = torch.zeros((), dtype=torch.float64, device=device)
     total_bytes = torch.zeros((), dtype=torch.int64, device=device)
@@ -532,11 +442,12 @@ def evaluate_bpb(model, data: PreparedData, seq_len: int, batch_size: int, devic
     # all rows reach the device in one copy up front, so the GPU never waits on the host between batches
     all_rows = torch.from_numpy(data.val[padded[:, None] + np.arange(seq_len + 1)].astype(np.int32)).to(device)
     for i in range(0, len(starts), batch_size):
-        rows = all_rows[i:i + batch_size].long()
-        x, y = rows[:, :-1].contiguous(), rows[:, 1:]   # contiguous like check_causal's: one compiled graph for both
+        x = all_rows[i:i + batch_size, :-1].long()
         with _autocast(device):
-            logits = model(x)
-        nats = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+            logits = forward(x)
+        _check_logits(logits, (batch_size, seq_len, vocab))
+        y = all_rows[i:i + batch_size, 1:].long()   # the targets exist on the device only after the forward
+        nats = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1), reduction="none")
         nbytes = token_bytes[y.reshape(-1)]
         valid = nbytes > 0             # special tokens have 0 bytes: excluded from both sums
         real = min(batch_size, len(starts) - i)
@@ -548,6 +459,12 @@ def evaluate_bpb(model, data: PreparedData, seq_len: int, batch_size: int, devic
     return float(total_nats / (math.log(2) * total_bytes.clamp(min=1)))
 
 
+def _check_logits(logits, shape) -> None:
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != shape or not logits.is_floating_point():
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise HarnessError(f"forward(tokens) must return floating-point logits of shape {shape}, not {got}")
+
+
 def _autocast(device: str):
     if device == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -555,22 +472,37 @@ def _autocast(device: str):
 
 
 @torch.no_grad()
-def check_causal(model, data: PreparedData, seq_len: int, batch_size: int, device: str) -> float:
+def check_causal(forward, data: PreparedData, seq_len: int, batch_size: int, device: str,
+                 rng: np.random.Generator | None = None) -> float:
     """
-    Predictions at position t may depend only on tokens <= t. Perturb the second half of real
-    validation rows and measure how much the first half's logits move; a causal model gives ~0.
-    Returns the largest change relative to the logits' scale.
+    Predictions at position t may depend only on tokens <= t. Take a batch of real validation rows
+    and build a second batch in which every row is one of them (moved to another place in the
+    batch) with its tokens from a random position on replaced by another real row's: both batches
+    look like ordinary validation text. The logits before each row's cut must not move. Returns the
+    largest change relative to the logits' scale (~0 for a causal model whose rows don't look at
+    each other). The cuts come from fresh entropy, so a model cannot know where they will be.
     """
-    chunk = np.resize(data.eval_starts, batch_size)
-    rows = torch.from_numpy(data.val[chunk[:, None] + np.arange(seq_len)].astype(np.int64)).to(device)
-    half = seq_len // 2
-    other = rows.clone()
-    g = torch.Generator().manual_seed(0)
-    other[:, half:] = torch.randint(1, int(data.meta["vocab_size"]), (batch_size, seq_len - half), generator=g).to(device)
+    rng = rng or np.random.default_rng()
+    starts = data.eval_starts
+    pick = rng.choice(len(starts), size=2 * batch_size, replace=len(starts) < 2 * batch_size)
+    rows = data.val[starts[pick][:, None] + np.arange(seq_len)].astype(np.int64)
+    original, donors = rows[:batch_size], rows[batch_size:]
+    cuts = rng.integers(1, seq_len, size=batch_size)           # first changed position of each row
+    moved = np.roll(original, -1, axis=0)                      # row i holds original row i + 1
+    changed = np.arange(seq_len)[None, :] >= cuts[:, None]
+    probe = np.where(changed, donors, moved)
     with _autocast(device):
-        a = model(rows)[:, :half].float()
-        b = model(other)[:, :half].float()
-    return float((a - b).abs().max() / a.abs().max().clamp(min=1e-6))
+        a = forward(torch.from_numpy(original).to(device)).float()
+        b = forward(torch.from_numpy(probe).to(device)).float()
+    shape = (batch_size, seq_len, len(data.token_bytes))
+    _check_logits(a, shape)
+    _check_logits(b, shape)
+    worst, scale = 0.0, 1e-6
+    for i, cut in enumerate(cuts.tolist()):
+        before = a[(i + 1) % batch_size, :cut]
+        worst = max(worst, float((before - b[i, :cut]).abs().max()))
+        scale = max(scale, float(before.abs().max()))
+    return worst / scale
 
 
 # -----------------------------------------------------------------------------
@@ -617,6 +549,7 @@ class Harness:
         self.device = self.profile.device
         self.peak_flops = _peak_flops(self.device)
         self.started_at = _run_start_time()
+        self.handoff = os.environ.get(HANDOFF_ENV)   # set in a campaign: a scorer measures the model
         self.loaders: list[TrainLoader] = []
 
     def train_loader(self, batch_size: int, seed: int = 0) -> TrainLoader:
@@ -624,65 +557,60 @@ class Harness:
         self.loaders.append(loader)   # finish() reports the tokens they served
         return loader
 
-    def evaluate_bpb(self, model) -> float:
-        return evaluate_bpb(model, self.data, self.seq_len, self.profile.eval_batch_size, self.device)
-
     def fail(self, status: str, message: str) -> None:
-        """Report a failed run (e.g. status 'nan') to the supervisor and exit non-zero."""
+        """Report a failed run (e.g. status 'nan') and exit non-zero."""
         print(f"FAIL: {status}: {message}", flush=True)
-        _write_result({"status": status, "error": message})
+        if self.handoff:
+            Path(self.handoff, HANDOFF_FAILURE).write_text(json.dumps({"status": status, "error": message}))
         sys.stdout.flush()
         os._exit(FAIL_EXIT_CODE)
 
     def finish(self, model, *, training_seconds: float, num_steps: int,
                num_params: int, depth: int, mfu_percent: float, startup_seconds: float) -> dict:
-        """Score the model with the harness's own metric, print the summary block, report it."""
+        """Hand the trained model to the scorer. In a campaign that is all: a separate process
+        scores it. Run by hand, the model is scored here and the summary block printed."""
+        from nanochat.handoff import HandoffError, export_model
         t0 = time.time()
         model.eval()
-        leak = check_causal(model, self.data, self.seq_len, self.profile.eval_batch_size, self.device)
-        if leak > 1e-2:
-            self.fail("invalid", f"the model's predictions depend on future tokens "
-                                 f"(logits moved by {leak:.3g} of their scale): it must be causal")
-        val_bpb = self.evaluate_bpb(model)
-        eval_seconds = time.time() - t0
-        if not math.isfinite(val_bpb):
-            self.fail("nan", "val_bpb is not finite")
-        peak_vram_mb = torch.cuda.max_memory_allocated() / 1024**2 if self.device == "cuda" else 0.0
         served = sum(l.tokens_served for l in self.loaders)
         passes = served / max(len(self.data.train), 1)
-        summary = {
-            "val_bpb": round(val_bpb, 6),
+        stats = {
             "training_seconds": round(training_seconds, 1),
-            "total_seconds": round(time.time() - self.started_at, 1),
-            "peak_vram_mb": round(peak_vram_mb, 1),
+            "peak_vram_mb": round(torch.cuda.max_memory_allocated() / 1024**2, 1) if self.device == "cuda" else 0.0,
             "mfu_percent": round(mfu_percent, 2),
-            "total_tokens_M": round(served / 1e6, 1),   # counted here
+            "total_tokens_M": round(served / 1e6, 1),   # counted by the harness's loader
             "train_passes": round(passes, 2),   # how often the run read its train split (> 1: it repeated data)
             "num_steps": int(num_steps),
             "num_params_M": round(num_params / 1e6, 1),
             "depth": int(depth),
             "startup_seconds": round(startup_seconds, 1),
-            "eval_seconds": round(eval_seconds, 1),
         }
         if passes > MEMORISE_PASSES:
             print(f"[harness] note: this run read its {len(self.data.train) / 1e6:.1f}M-token train split "
                   f"{passes:.1f} times; past a few passes val_bpb rewards memorising it. "
                   "For budgets this long, give the campaign more data (--data).", flush=True)
-        print("---")
-        for k, v in summary.items():
-            print(f"{k + ':':<20}{v:.6f}" if k == "val_bpb" else f"{k + ':':<20}{v}")
-        sys.stdout.flush()
-        _write_result({"status": "ok", **summary, "profile": self.profile.name, "data": self.config.data,
-                       "tokens_served": served})
+        handoff = self.handoff or tempfile.mkdtemp(prefix="nanochat-handoff-")
+        example = torch.zeros((self.profile.eval_batch_size, self.seq_len), dtype=torch.long, device=self.device)
+        try:
+            export_model(model, example, Path(handoff))
+        except HandoffError as e:
+            self.fail("invalid", str(e))
+        stats["export_seconds"] = round(time.time() - t0, 1)
+        if self.handoff:
+            Path(handoff, HANDOFF_STATS).write_text(json.dumps(stats))
+            print(f"[harness] model handed to the scorer (export took {stats['export_seconds']}s)", flush=True)
+            return stats
+        from nanochat.config import summary_text
+        from nanochat.scorer import score
+        result = score(Path(handoff), self.data, self.config)
+        if result["status"] != "ok":
+            self.fail(result["status"], result["error"])
+        summary = {"val_bpb": result["val_bpb"], **stats, "eval_seconds": result["eval_seconds"],
+                   "total_seconds": round(time.time() - self.started_at, 1)}
+        print(summary_text(summary), flush=True)
+        if os.environ.get(SUMMARY_ENV):
+            Path(os.environ[SUMMARY_ENV]).write_text(json.dumps({"status": "ok", **summary}))
         return summary
-
-
-def _write_result(result: dict) -> None:
-    path = os.environ.get(RESULT_ENV)
-    if path:
-        tmp = f"{path}.tmp"
-        Path(tmp).write_text(json.dumps(result))
-        os.replace(tmp, path)
 
 
 def _parse_cli(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -711,14 +639,16 @@ def resolve_config(argv: list[str] | None = None) -> HarnessConfig:
 
 
 def load_harness(argv: list[str] | None = None) -> Harness:
-    """train.py's first call: the pinned configuration, prepared data and the metric."""
+    """train.py's first call: the pinned configuration, the prepared data and the loader.
+    In a campaign's sandbox the data is the train split only ($NANOCHAT_DATA)."""
     try:
         config = resolve_config(argv)
         profile = config.resolved_profile()
         _maybe_rerun_rendered_template(profile)
         if profile.device == "cuda" and not torch.cuda.is_available():
             raise HarnessError(f"profile {profile.name!r} needs a CUDA GPU and none is visible; use --profile cpu")
-        data = prepare_data(config)
+        data = load_data(Path(os.environ[DATA_ENV]), train_only=True) if os.environ.get(DATA_ENV) \
+            else prepare_data(config)
     except HarnessError as e:
         print(f"harness error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -729,28 +659,10 @@ def load_harness(argv: list[str] | None = None) -> Harness:
 
 
 def use_compile_cache(path: Path) -> None:
-    """Point inductor and Triton at a persistent cache dir before train.py compiles anything
-    (their defaults live under /tmp, per user). A caller's own settings win."""
+    """Point inductor and Triton at a persistent cache dir for runs by hand (their defaults live
+    under /tmp, per user). A caller's own settings win: a campaign's sandbox sets a private one."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path / "inductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(path / "triton"))
-
-
-# -----------------------------------------------------------------------------
-# The train.py template
-
-TEMPLATE_PATH = Path(__file__).with_name("train.py")
-
-
-def render_train_py(profile_name: str) -> str:
-    """The template train.py with the profile's constants: what a new campaign starts from."""
-    profile = PROFILES[profile_name]
-    text = TEMPLATE_PATH.read_text()
-    for name, value in profile.train_overrides.items():
-        pattern = re.compile(rf"^{name} = [^#\n]*?(\s*#.*)?$", re.M)
-        if not pattern.search(text):
-            raise HarnessError(f"template train.py has no constant {name}")
-        text = pattern.sub(lambda m: f"{name} = {value!r}{m.group(1) or ''}", text, count=1)
-    return text
 
 
 def _maybe_rerun_rendered_template(profile: Profile) -> None:

@@ -1,21 +1,29 @@
 """
-Run the workspace's train.py once under the campaign's harness, supervised.
+Run the workspace's train.py once under the campaign's harness, sandboxed, and score it apart.
 
-- Before: train.py must compile and pass the integrity check (tools/integrity.py).
-- During: a subprocess in its own process group, cwd the workspace, its environment scrubbed of
-  secrets, killed with its whole group at a hard wall limit. It dies with the campaign process even
-  on kill -9 (PR_SET_PDEATHSIG), and a pid file lets a resumed campaign kill what is left.
-- Prestart (optional): the next run's process is started as soon as a run ends, so its imports,
-  CUDA context and compiler warm-up (nanochat/prestart.py) overlap the agent's thinking; `go`
-  starts it, and the harness counts total_seconds from then.
-- After: the metric comes from the JSON result file the harness writes to $NANOCHAT_RESULT_FILE (a
-  fresh path outside the workspace), never from stdout; the run is classified as one status.
+train.py is hostile code: a model wrote it, and it is rewarded for a low val_bpb. So a run is:
+
+1. Checks: the harness copy and the data still match the campaign's pin (tools/harness_pin.py),
+   and train.py compiles (tools/integrity.py adds a quick first answer on obvious tricks).
+2. Training, in a bubblewrap sandbox (tools/sandbox.py) that sees the train split but not the
+   validation split, the run dir, the workspace's .git, $HOME or any secret. Its cwd is a scratch
+   directory holding a copy of train.py; it ends by exporting the model's forward there
+   (nanochat/handoff.py). Killed with everything it started at a wall limit or when the campaign dies.
+3. Scoring, in a second sandbox that runs no code of train.py: nanochat/scorer.py loads the handed
+   graph of tensor operators, probes it for causality and computes val_bpb with the frozen metric.
+   Only that process's verdict becomes the run's val_bpb.
+4. After: HEAD, refs/autoresearch/* and results.tsv must be what they were before the run.
+
+Prestart (optional): the next run's sandbox is started as soon as a run ends, so its imports and
+CUDA set-up (nanochat/prestart.py) overlap the agent's thinking; `go` starts it with the latest
+train.py copied into its scratch directory.
 """
+
+from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import json
-import math
 import os
 import re
 import shutil
@@ -25,29 +33,35 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 
-from tools import integrity
-from tools.workspace import HARNESS_FILE, PROJECT_ROOT, TRAIN_FILE, Workspace
+from nanochat.config import (DATA_ENV, HANDOFF_ENV, HANDOFF_FAILURE, HANDOFF_STATS, HARNESS_ENV, HARNESS_FILE,
+                             PROFILES, SUMMARY_KEYS, TRAIN_DATA_FILES, TRAIN_FILE, HarnessConfig, summary_text,
+                             torch_has_bytecode)
+from nanochat.scorer import RESULT_MARKER
+from tools import integrity, sandbox
+from tools.harness_pin import HarnessPin
+from tools.workspace import Workspace
 
 # -----------------------------------------------------------------------------
 # Constants
 
 STATUSES = ("ok", "crash", "oom", "nan", "timeout", "invalid")
-# never visible to train.py: an edited script could print or send them anywhere
-SECRET_PATTERNS = ("*_API_KEY", "*_TOKEN", "*SECRET*", "*PASSWORD*",
-                   "OPENAI_*", "DEEPSEEK_*", "LANGSMITH_*", "LANGCHAIN_*")
-RESULT_ENV = "NANOCHAT_RESULT_FILE"   # where the harness writes its JSON result
-HARNESS_ENV = "NANOCHAT_HARNESS"      # which harness.json load_harness() reads
 DEFAULT_BUDGET = 300.0   # seconds, when neither harness.json nor the profile says (autoresearch's 5 min)
-WALL_SLACK = 120.0       # wall limit = 2 x budget + this: startup, compile, evaluation
+WALL_SLACK = 120.0       # wall limit = 2 x budget + this: startup, compile, export
+SCORER_WALL = 600.0      # the scorer's own wall limit: loading, the causality probe, evaluation
 TAIL_LINES = 40          # log lines shown to the model after a failure
+TAIL_CHARS = 8_000       # ... and at most this many characters of them
+MAX_LINE_CHARS = 2_000   # a longer output line is cut in the log (a 30 MB line must not flood anything)
+MAX_LOG_BYTES = 32 * 2**20  # output past this is counted, not kept
 PID_FILE = "training.pid"  # in the run directory (the parent of logs/), while a training runs
+RUN_MARKER_ENV = "AUTORESEARCH_RUN"   # in every process of a run: how kill_stale_runs finds leftovers
 OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError")
-SUMMARY_LINE_RE = re.compile(r"^\s*val_bpb:\s*(\S*)")  # the harness's summary line, or a forgery of it
+UNSAFE_WARNING = ("WARNING: this run was NOT sandboxed (--unsafe-no-sandbox): train.py ran with the campaign "
+                  "user's rights and could have read secrets or changed the harness; its score is not trustworthy.")
 PR_SET_PDEATHSIG = 1     # from <linux/prctl.h>
 
 # loaded before any fork: the child only calls it
@@ -56,18 +70,18 @@ LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platfor
 # may run on short-lived worker threads, so every child is forked from this one long-lived thread.
 SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training-spawner")
 RUN_LOCK = threading.Lock()  # one training at a time per process: they would share the GPU
-STARTED_ENV = "NANOCHAT_STARTED_AT"   # set by nanochat/prestart.py at `go`, never inherited
 
 
 @dataclass
 class RunResult:
     status: str                  # one of STATUSES
     message: str                 # what happened, in a sentence the model can act on
-    metrics: dict = field(default_factory=dict)  # the harness's summary figures (val_bpb, ...)
-    log_path: str | None = None  # the full stdout+stderr of the run
-    tail: str = ""               # the log's last TAIL_LINES lines
+    metrics: dict = field(default_factory=dict)  # the scorer's val_bpb and the run's own figures
+    log_path: str | None = None  # the training's stdout+stderr (bounded), then the harness's summary
+    tail: str = ""               # the log's last lines (bounded)
     returncode: int | None = None
     wall_seconds: float = 0.0
+    sandboxed: bool = True
 
     @property
     def val_bpb(self) -> float | None:
@@ -81,10 +95,12 @@ class RunResult:
             out += [f"{k}: {format_metric(v) if k == 'val_bpb' else v}" for k, v in self.metrics.items()]
         else:
             out.append(self.message)
+        if not self.sandboxed:
+            out.append(UNSAFE_WARNING)
         if self.log_path:
             out.append(f"full log: {log_dir_name}/{Path(self.log_path).name} (readable with read_file)")
         if tail and self.status != "ok" and self.tail:
-            out += [f"last {TAIL_LINES} lines of the log:", self.tail]
+            out += [f"last lines of the log:", self.tail]
         return "\n".join(out)
 
     def save(self, path) -> None:
@@ -100,38 +116,26 @@ def format_metric(v) -> str:
     return f"{v:.6f}" if isinstance(v, (int, float)) else str(v)
 
 
+def time_budget(config: dict) -> float:
+    if config.get("time_budget"):
+        return float(config["time_budget"])
+    profile = PROFILES.get(config.get("profile", ""))
+    return float(profile.time_budget) if profile else DEFAULT_BUDGET
+
+
 # -----------------------------------------------------------------------------
-# The child process: environment, parent-death signal, process group
+# Processes: forked from one thread, dying with the campaign, killed as a group
 
-def scrub_env(env: dict) -> dict:
-    return {k: v for k, v in env.items() if not any(fnmatchcase(k.upper(), p) for p in SECRET_PATTERNS)}
-
-
-def child_env(root: Path, result_file: str, gpu) -> dict:
-    env = scrub_env(dict(os.environ))
-    env.pop(STARTED_ENV, None)
-    env[RESULT_ENV] = result_file
-    env[HARNESS_ENV] = str(root / HARNESS_FILE)
-    env["PYTHONUNBUFFERED"] = "1"         # lines reach the log and the progress bar as printed
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing lands in the workspace...
-    try:                                  # ...but bytecode may be cached under the campaign cache
-        from nanochat.prepare import HarnessConfig  # lazy: imports torch
-        env = HarnessConfig.read(root / HARNESS_FILE).python_env(env)
-    except Exception:
-        pass
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    return env
-
-
-def die_with_parent(parent_pid: int):
-    """preexec_fn: SIGKILL this child when the campaign process dies, however it dies."""
+def die_with_parent(parent_pid: int, extra=None):
+    """preexec_fn: SIGKILL this child when the campaign process dies, however it dies; then `extra`
+    (resource limits) before exec."""
     def setup():
         if LIBC is not None:
             LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent died before prctl: nobody supervises us
             os._exit(1)
+        if extra is not None:
+            extra()
     return setup
 
 
@@ -142,45 +146,35 @@ def kill_group(pgid: int) -> None:
         pass
 
 
-def wait_unreaped(pid: int, timeout: float) -> bool:
+def wait_unreaped(pid: int, timeout: float, watch=None) -> bool | str:
     """Wait for `pid` to exit without reaping it: as a zombie it keeps its process group id reserved,
-    so killing the group afterwards cannot hit an unrelated process. True if it exited in time."""
+    so killing the group afterwards cannot hit an unrelated process. True if it exited in time,
+    False at the timeout, or what `watch()` returned (a reason to stop it) when that is not None."""
     end = time.monotonic() + timeout
+    next_watch = time.monotonic() + 1.0
     while True:
         if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
             return True
-        if time.monotonic() >= end:
+        now = time.monotonic()
+        if now >= end:
             return False
+        if watch is not None and now >= next_watch:
+            reason = watch()
+            if reason:
+                return reason
+            next_watch = now + 1.0
         time.sleep(0.05)
 
 
-def pump(stream, log, on_progress) -> None:
-    """Copy the child's output to the log as it comes; hand each line to on_progress."""
-    pending = ""
-    while chunk := stream.read1(65536):
-        log.write(chunk)
-        log.flush()
-        if on_progress is None:
-            continue
-        pending += chunk.decode("utf-8", errors="replace")
-        *lines, pending = re.split(r"[\r\n]", pending)
-        for line in lines:
-            if line:
-                try:
-                    on_progress(line)
-                except Exception:
-                    pass  # a broken progress bar must not break the run
-
-
 def kill_stale_runs(run_dir) -> list[int]:
-    """Kill every process of a training a previous campaign process left behind (found through the
-    pid file in `run_dir` and the unique result path in their environment). Returns the pids killed."""
+    """Kill every process a previous campaign process left behind (found through the pid file in
+    `run_dir` and the run marker in their environment). Returns the pids killed."""
     pid_file = Path(run_dir) / PID_FILE
     if not pid_file.exists():
         return []
     try:
         info = json.loads(pid_file.read_text())
-        marker = f"{RESULT_ENV}={info['result_file']}".encode()
+        marker = f"{RUN_MARKER_ENV}={info['marker']}".encode()
     except (ValueError, KeyError, OSError):
         pid_file.unlink(missing_ok=True)
         return []
@@ -194,92 +188,220 @@ def kill_stale_runs(run_dir) -> list[int]:
                 killed.append(int(proc.name))
         except (OSError, ProcessLookupError):
             continue  # gone already, or not ours to read
-    shutil.rmtree(Path(info["result_file"]).parent, ignore_errors=True)
+    for d in info.get("scratch", []):
+        shutil.rmtree(d, ignore_errors=True)
     pid_file.unlink(missing_ok=True)
     return killed
 
 
 # -----------------------------------------------------------------------------
+# Output: bounded, redacted, linear in its size however long the lines
+
+class LogWriter:
+    """Copies a process's output to the log file line by line: each line redacted, cut at
+    MAX_LINE_CHARS, and nothing past MAX_LOG_BYTES kept (only counted)."""
+
+    def __init__(self, log, on_progress=None, redact=None, max_bytes=MAX_LOG_BYTES):
+        self.log, self.on_progress, self.redact, self.max_bytes = log, on_progress, redact, max_bytes
+        self.pending = bytearray()
+        self.skipping = False       # inside a line already cut: drop bytes up to its end
+        self.written = self.dropped = 0
+
+    def feed(self, chunk: bytes) -> None:
+        start = 0
+        while start < len(chunk):
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            if not self.skipping:
+                room = MAX_LINE_CHARS - len(self.pending)
+                self.pending += piece[:max(room, 0)]
+                if len(piece) > room:
+                    self.pending += b" [line cut]"
+                    self.skipping = True
+            if end < 0:
+                return
+            self._line(bytes(self.pending))
+            self.pending.clear()
+            self.skipping = False
+            start = end + 1
+
+    def close(self) -> None:
+        if self.pending:
+            self._line(bytes(self.pending))
+            self.pending.clear()
+        if self.dropped:
+            self.write_text(f"[log truncated: {self.dropped} more bytes of output were not kept]\n")
+
+    def write_text(self, text: str) -> None:
+        self.log.write(text.encode())
+        self.log.flush()
+
+    def _line(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", errors="replace")
+        if self.redact is not None:
+            text = self.redact(text)
+        data = (text + "\n").encode()
+        if self.written + len(data) > self.max_bytes:
+            self.dropped += len(data)
+        else:
+            self.log.write(data)
+            self.log.flush()
+            self.written += len(data)
+        if self.on_progress is not None:
+            last = text.rsplit("\r", 1)[-1]   # a progress bar redrawn with \r: its last state
+            if last:
+                try:
+                    self.on_progress(last)
+                except Exception:
+                    pass  # a broken progress bar must not break the run
+
+
+def pump(stream, writer: LogWriter) -> None:
+    while chunk := stream.read1(65536):
+        writer.feed(chunk)
+    writer.close()
+
+
+def read_tail(path: Path, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str:
+    """The last lines of a log, as a terminal shows them (\\r-redrawn lines keep their last state),
+    reading only its end."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 4 * chars))
+        text = f.read().decode("utf-8", errors="replace")
+    shown = [line.rsplit("\r", 1)[-1] for line in text.rstrip("\n").split("\n")][-lines:]
+    out = "\n".join(shown)
+    return out[-chars:]
+
+
+# -----------------------------------------------------------------------------
 # Classification
 
-def time_budget(config: dict) -> float:
-    if config.get("time_budget"):
-        return float(config["time_budget"])
-    try:
-        from nanochat.prepare import PROFILES  # lazy: imports torch
-        return float(PROFILES[config["profile"]].time_budget)
-    except Exception:
-        return DEFAULT_BUDGET
-
-
-def same_number(printed: str, actual) -> bool:
-    """Whether a printed value is `actual` as printed with that many decimals."""
-    try:
-        value = float(printed)
-    except ValueError:
-        return False
-    if not isinstance(actual, (int, float)) or math.isnan(value) or math.isnan(actual):
-        return False
-    decimals = len(printed.split(".")[1]) if "." in printed and "e" not in printed.lower() else 6
-    return abs(value - actual) <= 0.5 * 10 ** -decimals + 1e-9 * abs(actual)
-
-
-def log_lines(log_text: str) -> list[str]:
-    """The log as a terminal would show it: progress bars redrawn with \\r keep their last state."""
-    return [line.rsplit("\r", 1)[-1] for line in log_text.split("\n")]
-
-
-def classify(returncode, timed_out, result, log_text, wall_limit, budget) -> tuple[str, str]:
-    status = (result or {}).get("status")
-    error = (result or {}).get("error") or ""
-    if timed_out:
+def classify(returncode, stopped, failure, handoff_ok, log_tail, wall_limit, budget) -> tuple[str, str]:
+    """The training's status before scoring: ('ok', '') if its model should be scored."""
+    if stopped is False:
         return "timeout", (f"train.py ran past the wall limit of {wall_limit:.0f} s (time budget {budget:.0f} s) "
                            f"and was killed with all its processes; the training loop must stop at the budget.")
-    if status == "ok" and returncode == 0:
-        printed = [m.group(1) for line in log_lines(log_text) if (m := SUMMARY_LINE_RE.match(line))]
-        forged = [p for p in printed if not same_number(p, result.get("val_bpb"))]
-        if forged:
-            return "invalid", (f"the log has a 'val_bpb: {forged[0]}' line that differs from the harness's "
-                               f"measurement ({format_metric(result.get('val_bpb'))}); train.py must not print its own "
-                               f"metric, so this run does not count.")
-        return "ok", "the run finished and the harness measured it."
+    if isinstance(stopped, str):
+        return "crash", stopped
+    status, error = (failure or {}).get("status"), str((failure or {}).get("error") or "")[:500]
     if status == "nan":
         return "nan", (f"the harness stopped the run because the loss diverged (NaN or exploding): {error} "
                        f"Lower the learning rate or fix the numerics.")
-    if any(marker in log_text for marker in OOM_MARKERS):
-        return "oom", "the run ran out of GPU memory; use a smaller batch, model or sequence length."
-    if returncode == 0 and result is None:
-        return "crash", "train.py exited without the harness's summary: it must end by calling H.finish(...)."
-    if status == "ok":
-        return "crash", f"train.py crashed after the harness's summary (exit code {returncode})."
-    if status in STATUSES:
+    if status in STATUSES and status != "ok":
         return status, f"the harness reported '{status}': {error}"
+    if any(marker in log_tail for marker in OOM_MARKERS):
+        return "oom", "the run ran out of GPU memory; use a smaller batch, model or sequence length."
+    if returncode == 0 and handoff_ok:
+        return "ok", ""
+    if returncode == 0:
+        return "crash", "train.py exited without handing its model over: it must end by calling H.finish(model, ...)."
     if returncode is not None and returncode < 0:
         return "crash", (f"train.py was killed by {signal.Signals(-returncode).name} (exit code {returncode}); "
                          f"if nothing else explains it, the machine may have run out of memory.")
     return "crash", f"train.py crashed with exit code {returncode}; see the end of the log."
 
 
-def read_result(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     try:
-        result = json.loads(path.read_text())
+        data = json.loads(Path(path).read_text()[:100_000])
     except (OSError, ValueError):
         return None
-    return result if isinstance(result, dict) else None
+    return data if isinstance(data, dict) else None
 
 
 # -----------------------------------------------------------------------------
-# The spare: a pre-started training process waiting for `go`
+# One sandboxed process
+
+@dataclass
+class Launch:
+    """Everything about where a run's processes live and what they see."""
+    ws: Workspace
+    pin: HarnessPin
+    gpu: str | None
+    python: str
+    unsafe: bool = False
+    max_processes: int = sandbox.DEFAULT_MAX_PROCESSES
+    max_scratch_bytes: int = sandbox.DEFAULT_MAX_SCRATCH_BYTES
+
+    @property
+    def config(self) -> HarnessConfig:
+        return HarnessConfig.read(self.ws.root / HARNESS_FILE)
+
+    @property
+    def cuda(self) -> bool:
+        return self.config.resolved_profile().device == "cuda"
+
+    def key(self) -> tuple:
+        harness = (self.ws.root / HARNESS_FILE).read_bytes()
+        return (str(self.ws.root), self.gpu, self.python, harness, str(self.pin.root), self.unsafe)
+
+    def start(self, argv: list[str], scratch: Path, ro: dict, env: dict, marker: str,
+              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+              name: str = "run") -> tuple[subprocess.Popen, sandbox.ProcessCap]:
+        cap = sandbox.ProcessCap(self.max_processes, name=f"{name}-{marker[:8]}")
+        env = {**env, RUN_MARKER_ENV: marker}
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
+        if not torch_has_bytecode():    # never a shared bytecode cache: a planted .pyc would reach later runs
+            env["PYTHONPYCACHEPREFIX"] = "/tmp/pycache"
+        if self.unsafe:
+            cmd, proc_env, cwd = self._unsafe(argv, scratch, ro, env)
+        else:
+            box = sandbox.Sandbox(scratch=scratch, harness=self.pin.package_parent, ro=ro, gpu=self.cuda, env=env,
+                                  tmp_bytes=self.max_scratch_bytes)
+            cmd, proc_env, cwd = box.command([self.python, *argv]), {"PATH": os.environ.get("PATH", ""),
+                                                                     RUN_MARKER_ENV: marker}, scratch
+
+        def limits():
+            cap.enter()
+            sandbox.limit_file_size(self.max_scratch_bytes)
+
+        proc = SPAWNER.submit(
+            subprocess.Popen, cmd, cwd=cwd, env=proc_env, stdin=stdin, stdout=stdout, stderr=stderr,
+            start_new_session=True,  # its own process group (and session), killed as a whole
+            preexec_fn=die_with_parent(os.getpid(), limits),
+        ).result()
+        return proc, cap
+
+    def _unsafe(self, argv, scratch, ro, env):
+        """--unsafe-no-sandbox: the same environment and paths, mapped onto the host, no isolation."""
+        mapping = {sandbox.WORK_DIR: str(scratch), sandbox.HARNESS_DIR: str(self.pin.package_parent)}
+        view = Path(tempfile.mkdtemp(prefix=".view-", dir=scratch))
+        for src, dest in ro.items():
+            link = view / dest.strip("/").replace("/", "_")
+            link.symlink_to(src)
+            mapping[dest] = str(link)
+
+        def host(value: str) -> str:
+            for inside, outside in sorted(mapping.items(), key=lambda kv: -len(kv[0])):
+                if value == inside or value.startswith(inside + "/"):
+                    return outside + value[len(inside):]
+            return value
+        box = sandbox.Sandbox(scratch=scratch, harness=self.pin.package_parent, env=env)
+        proc_env = {k: host(v) for k, v in box.environment().items()}
+        proc_env["PATH"] = os.environ.get("PATH", "")
+        proc_env["HOME"] = proc_env["TMPDIR"] = str(scratch)
+        proc_env["TORCHINDUCTOR_CACHE_DIR"] = str(scratch / ".inductor")
+        proc_env["TRITON_CACHE_DIR"] = str(scratch / ".triton")
+        return [self.python, *[host(a) for a in argv]], proc_env, str(scratch)
+
+
+def _train_view(pin: HarnessPin) -> dict:
+    """The data a training run sees: the train split's files, one by one (never val.bin)."""
+    return {str(pin.data_dir / name): f"{sandbox.DATA_DIR}/{name}" for name in TRAIN_DATA_FILES}
+
+
+# -----------------------------------------------------------------------------
+# The spare: a pre-started training sandbox waiting for `go`
 
 @dataclass
 class Spare:
     proc: subprocess.Popen
-    key: tuple                  # (workspace, gpu, python, harness.json): it only serves a run with the same
-    result_dir: Path            # its private result file's directory (outside the workspace)
-
-    @property
-    def result_file(self) -> Path:
-        return self.result_dir / "result.json"
+    cap: sandbox.ProcessCap
+    key: tuple
+    scratch: Path
+    marker: str
 
     def discard(self) -> None:
         kill_group(self.proc.pid)
@@ -287,27 +409,29 @@ class Spare:
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream:
                 stream.close()
-        shutil.rmtree(self.result_dir, ignore_errors=True)
+        self.cap.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 _spare: Spare | None = None   # at most one per process, guarded by RUN_LOCK
 
 
-def _spare_key(ws: Workspace, gpu, python) -> tuple:
-    harness = ws.root / HARNESS_FILE
-    return (str(ws.root), gpu, python, harness.read_bytes() if harness.exists() else b"")
-
-
-def _start_process(ws: Workspace, gpu, python, prestart: bool) -> Spare:
-    result_dir = Path(tempfile.mkdtemp(prefix="nanochat-result-"))  # outside the workspace, fresh per run
-    cmd = [python, "-m", "nanochat.prestart", TRAIN_FILE] if prestart else [python, TRAIN_FILE]
-    proc = SPAWNER.submit(
-        subprocess.Popen, cmd, cwd=ws.root, env=child_env(ws.root, str(result_dir / "result.json"), gpu),
-        stdin=subprocess.PIPE if prestart else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group (and session), killed as a whole
-        preexec_fn=die_with_parent(os.getpid()),
-    ).result()
-    return Spare(proc, _spare_key(ws, gpu, python), result_dir)
+def _start_training(launch: Launch, prestart: bool, train_py: Path | None = None) -> Spare:
+    """A training sandbox: a fresh scratch directory with harness.json (and train.py if given; a
+    spare gets it at `go`), running train.py, or with `prestart` warming up and waiting for `go`."""
+    scratch = Path(tempfile.mkdtemp(prefix="autoresearch-run-"))
+    os.chmod(scratch, 0o700)
+    (scratch / "handoff").mkdir()
+    shutil.copyfile(launch.ws.root / HARNESS_FILE, scratch / HARNESS_FILE)
+    if train_py is not None:
+        shutil.copyfile(train_py, scratch / TRAIN_FILE)
+    marker = uuid.uuid4().hex
+    env = {HARNESS_ENV: f"{sandbox.WORK_DIR}/{HARNESS_FILE}", DATA_ENV: sandbox.DATA_DIR,
+           HANDOFF_ENV: f"{sandbox.WORK_DIR}/handoff"}
+    argv = ["-m", "nanochat.prestart", TRAIN_FILE] if prestart else [TRAIN_FILE]
+    proc, cap = launch.start(argv, scratch, _train_view(launch.pin), env, marker,
+                             stdin=subprocess.PIPE if prestart else subprocess.DEVNULL, name="train")
+    return Spare(proc, cap, launch.key(), scratch, marker)
 
 
 def _take_spare(key) -> Spare | None:
@@ -348,87 +472,167 @@ def new_log_path(logs_dir: Path, run_name: str | None) -> Path:
     return path
 
 
+def ensure_pin(run_dir: Path, ws: Workspace) -> HarnessPin:
+    """The campaign's harness pin; made here on a campaign's first run if it has none yet."""
+    pin = HarnessPin.open(run_dir)
+    if pin is None:
+        from nanochat.prepare import prepare_data   # lazy: imports torch
+        data = prepare_data(HarnessConfig.read(ws.root / HARNESS_FILE), log=lambda s: None)
+        pin = HarnessPin.create(run_dir, data.dir)
+    return pin
+
+
 def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = None, python: str = sys.executable,
-                 on_progress=None, run_name: str | None = None, prestart: bool = False) -> RunResult:
+                 on_progress=None, run_name: str | None = None, prestart: bool = False, results_path=None,
+                 redact=None, unsafe: bool = False) -> RunResult:
     """Run the workspace's train.py once and say how it went. The log goes to `logs_dir/<name>.log`
-    and the RunResult to `logs_dir/<name>.json`; the pid file lives in logs_dir's parent (the run dir).
-    With `prestart`, the run uses the spare process if one is waiting, and a new spare is started
-    for the next run as soon as this one ends."""
+    and the RunResult to `logs_dir/<name>.json`; the pid file and the harness pin live in
+    logs_dir's parent (the run dir). `redact` masks secrets in every line of the log.
+    Raises HarnessTampered or TamperError (tools/workspace.py) when the harness or the campaign's
+    records changed: the campaign must stop. Without bwrap (and not `unsafe`) raises SandboxError."""
     global _spare
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
-    logs_dir = Path(logs_dir)
+    if not unsafe:
+        sandbox.require()
+    logs_dir = Path(logs_dir).resolve()
     logs_dir.mkdir(parents=True, exist_ok=True)
     run_dir = logs_dir.parent
     budget = time_budget(ws.harness_config())
     wall_limit = float(wall_limit or 2 * budget + WALL_SLACK)
+    guarded = [p for p in (results_path,) if p]
 
     with RUN_LOCK:
         kill_stale_runs(run_dir)
+        pin = ensure_pin(run_dir, ws)
+        pin.verify()
+        launch = Launch(ws, pin, gpu, python, unsafe)
+        before = ws.fingerprint(extra_files=guarded)
         log_path = new_log_path(logs_dir, run_name)
-        source = (ws.root / TRAIN_FILE).read_text()
-        refused = precheck(source)
+        refused = precheck((ws.root / TRAIN_FILE).read_text())
+        spare = _take_spare(launch.key()) if prestart else None
         if refused:
             log_path.write_text(refused.message + "\n")
             refused.log_path = str(log_path)
-        spare = _take_spare(_spare_key(ws, gpu, python)) if prestart else None
-        if refused and spare is not None:
-            _spare = spare   # still good for the next run
-        result = refused or supervise(ws, log_path, run_dir, gpu, wall_limit, budget, python, on_progress,
-                                      spare, prestart)
+            if spare is not None:
+                _spare = spare   # still good for the next run
+            result = refused
+        else:
+            result = supervise(launch, log_path, run_dir, wall_limit, budget, on_progress, redact, spare, prestart)
+        result.sandboxed = not unsafe
         result.save(log_path.with_suffix(".json"))
+        ws.verify_unchanged(before, extra_files=guarded)
+        pin.verify()
         if prestart and _spare is None:
-            _spare = _start_process(ws, gpu, python, prestart=True)
+            _spare = _start_training(launch, prestart=True)
         return result
 
 
 def precheck(source: str) -> RunResult | None:
-    """A RunResult if train.py must not run at all: it does not compile, or it fails the integrity check."""
+    """A RunResult if train.py must not run at all: it does not compile, or the integrity check
+    refuses it at once (a quick answer; the sandbox and the scorer are the boundary)."""
     try:
         compile(source, TRAIN_FILE, "exec")
     except SyntaxError as err:
         return RunResult("crash", f"train.py does not compile: {err.msg} at line {err.lineno}; it was not run.")
     violations = integrity.check_source(source)
     if violations:
-        return RunResult("invalid", "train.py was not run: it contains code that could forge the metric or tamper "
-                                    "with the harness. Remove it:\n" + integrity.format_violations(violations))
+        return RunResult("invalid", "train.py was not run: it contains code that tries to forge the metric or "
+                                    "tamper with the harness. Remove it:\n" + integrity.format_violations(violations))
     return None
 
 
-def supervise(ws, log_path, run_dir, gpu, wall_limit, budget, python, on_progress,
-              spare: Spare | None = None, prestart: bool = False) -> RunResult:
+def supervise(launch: Launch, log_path: Path, run_dir: Path, wall_limit: float, budget: float, on_progress,
+              redact, spare: Spare | None, prestart: bool) -> RunResult:
     pid_file = run_dir / PID_FILE
     start = time.monotonic()
-    proc, reader, timed_out, result_dir = None, None, False, None
-    try:
-        with open(log_path, "wb") as log:
-            if spare is None or not _go(spare):   # no spare (or it died): start one now and go at once
-                if spare is not None:
-                    spare.discard()
-                spare = _start_process(ws, gpu, python, prestart)
-                if prestart:
-                    _go(spare)
-            proc, result_dir = spare.proc, spare.result_dir
-            result_file = spare.result_file
-            pid_file.write_text(json.dumps({"pid": proc.pid, "pgid": proc.pid, "result_file": str(result_file),
-                                            "log": str(log_path), "started": time.time()}))
-            reader = threading.Thread(target=pump, args=(proc.stdout, log, on_progress), daemon=True)
+    started_at = time.time()
+    with open(log_path, "wb") as log:
+        writer = LogWriter(log, on_progress, redact)
+        if launch.unsafe:
+            writer.write_text(UNSAFE_WARNING + "\n")
+        if spare is not None:   # the spare reads train.py at `go`: the latest edit is what runs
+            shutil.copyfile(launch.ws.root / TRAIN_FILE, spare.scratch / TRAIN_FILE)
+        if spare is None or not _go(spare):   # no spare (or it died): start one now and go at once
+            if spare is not None:
+                spare.discard()
+            spare = _start_training(launch, prestart, launch.ws.root / TRAIN_FILE)
+            if prestart:
+                _go(spare)
+        proc, scratch = spare.proc, spare.scratch
+        pid_file.write_text(json.dumps({"pid": proc.pid, "marker": spare.marker, "scratch": [str(scratch)],
+                                        "log": str(log_path), "started": started_at}))
+        try:
+            reader = threading.Thread(target=pump, args=(proc.stdout, writer), daemon=True)
             reader.start()
-            timed_out = not wait_unreaped(proc.pid, wall_limit)
-            kill_group(proc.pid)  # at the limit, or leftovers (workers) after a normal exit
-            proc.wait()
-            reader.join(timeout=10)  # EOF once the whole group is gone
-    finally:
-        if proc is not None and proc.returncode is None:  # interrupted (KeyboardInterrupt, ...)
-            kill_group(proc.pid)
-            proc.wait()
-        pid_file.unlink(missing_ok=True)
-        result = read_result(result_dir / "result.json") if result_dir else None
-        if result_dir:
-            shutil.rmtree(result_dir, ignore_errors=True)
 
-    log_text = log_path.read_bytes().decode("utf-8", errors="replace")
-    status, message = classify(proc.returncode, timed_out, result, log_text, wall_limit, budget)
-    metrics = {k: v for k, v in (result or {}).items() if k not in ("status", "error")} if status == "ok" else {}
-    tail = "\n".join(line for line in log_lines(log_text.rstrip("\n"))[-TAIL_LINES:])
-    return RunResult(status, message, metrics, str(log_path), tail, proc.returncode,
+            def too_much_disk():
+                used = sandbox.disk_usage(scratch)
+                if used > launch.max_scratch_bytes:
+                    return (f"train.py wrote {used / 2**30:.1f} GB into its directory, more than the "
+                            f"{launch.max_scratch_bytes / 2**30:.0f} GB allowed, and was stopped.")
+                return None
+            stopped = wait_unreaped(proc.pid, wall_limit, watch=too_much_disk)
+            kill_group(proc.pid)   # the sandbox (and with it every process inside it) or leftovers
+            proc.wait()
+            reader.join(timeout=10)   # EOF once every holder of the pipe is gone
+            spare.cap.close()
+            handoff = scratch / "handoff"
+            failure = read_json(handoff / HANDOFF_FAILURE)
+            stats = read_json(handoff / HANDOFF_STATS) or {}
+            handoff_ok = (handoff / "graph.json").is_file()
+            status, message = classify(proc.returncode, stopped, failure, handoff_ok, read_tail(log_path),
+                                       wall_limit, budget)
+            metrics = {}
+            if status == "ok":
+                verdict = score(launch, handoff, scratch.parent, spare.marker)
+                status = verdict.get("status", "crash")
+                if status == "ok":
+                    metrics = {"val_bpb": verdict["val_bpb"],
+                               **{k: v for k, v in stats.items()
+                                  if k in SUMMARY_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)},
+                               "eval_seconds": verdict.get("eval_seconds"),
+                               "total_seconds": round(time.time() - started_at, 1)}
+                    message = "the run finished and the harness's scorer measured its model."
+                    writer.write_text(summary_text(metrics) + "\n")
+                else:
+                    message = verdict.get("error") or "the scorer failed"
+                    writer.write_text(f"[scorer] {status}: {message}\n")
+        finally:
+            if proc.returncode is None:   # interrupted (KeyboardInterrupt, ...)
+                kill_group(proc.pid)
+                proc.wait()
+            spare.cap.close()
+            pid_file.unlink(missing_ok=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+    return RunResult(status, message, metrics, str(log_path), read_tail(log_path), proc.returncode,
                      round(time.monotonic() - start, 1))
+
+
+def score(launch: Launch, handoff: Path, tmp_root: Path, marker: str) -> dict:
+    """Run the scorer on a handoff in its own sandbox: the full prepared data, the handoff,
+    no train.py. Its last RESULT_MARKER line on stdout is the verdict."""
+    scratch = Path(tempfile.mkdtemp(prefix="autoresearch-score-", dir=tmp_root))
+    try:
+        shutil.copyfile(launch.ws.root / HARNESS_FILE, scratch / HARNESS_FILE)
+        ro = {str(launch.pin.data_dir): sandbox.DATA_DIR, str(handoff): "/sandbox/handoff"}
+        env = {HARNESS_ENV: f"{sandbox.WORK_DIR}/{HARNESS_FILE}", DATA_ENV: sandbox.DATA_DIR}
+        with open(scratch / "scorer.log", "wb") as err:
+            proc, cap = launch.start(["-m", "nanochat.scorer", "/sandbox/handoff"], scratch, ro, env, marker,
+                                     stdout=subprocess.PIPE, stderr=err, name="score")
+            try:
+                out, _ = proc.communicate(timeout=SCORER_WALL)
+            except subprocess.TimeoutExpired:
+                kill_group(proc.pid)
+                proc.wait()
+                return {"status": "invalid", "error": f"scoring the model took over {SCORER_WALL:.0f} s"}
+            finally:
+                kill_group(proc.pid)
+                cap.close()
+        lines = [l for l in out.decode("utf-8", "replace").splitlines() if l.startswith(RESULT_MARKER)]
+        if not lines:
+            tail = (scratch / "scorer.log").read_text(errors="replace")[-300:]
+            return {"status": "crash", "error": f"the scorer ended without a verdict (exit {proc.returncode}): "
+                                                f"{re.sub(r'[0-9]+', 'N', tail)}"}
+        return json.loads(lines[-1][len(RESULT_MARKER):])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
