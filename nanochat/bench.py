@@ -8,7 +8,7 @@ The first run after --cold starts from an empty compile cache (a campaign's firs
 later runs find it warm (every experiment after the first). --set NAME=VALUE overrides a top-level
 constant of the copy that runs (a Python literal, e.g. --set COMPILE=False --set WINDOW_PATTERN='"SSSL"').
 
-Figures (from train.py's per-step lines and the harness's result JSON):
+Figures (from train.py's per-step lines and the harness's summary; run by hand, so the harness scores in-process):
   step p50/p90      timed steps only (after train.py's untimed warm-up steps)
   mfu_steady        the harness's MFU rescaled from the mean to the median timed step
   tok/s             tokens per step / median step time
@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nanochat.prepare import (HARNESS_FILE, PROFILES, RESULT_ENV, TEMPLATE_PATH, HarnessConfig,
-                              render_train_py)
+from nanochat.config import (HARNESS_FILE, PROFILES, SUMMARY_ENV, TEMPLATE_PATH, HarnessConfig, render_train_py,
+                             torch_has_bytecode)
 from nanochat.prestart import READY_ENV
 
 STEP_RE = re.compile(r"^step (\d+) \|.*\| dt ([\d.]+)ms")
@@ -98,10 +98,11 @@ def run_once(workdir: Path, python: str, log_path: Path, timeout: float, prestar
     result_path, ready_path = workdir / "result.json", workdir / "ready"
     result_path.unlink(missing_ok=True)
     ready_path.unlink(missing_ok=True)
-    env = {**HarnessConfig.read(workdir / HARNESS_FILE).python_env(dict(os.environ)),   # as a campaign runs it
-           RESULT_ENV: str(result_path), READY_ENV: str(ready_path), "PYTHONUNBUFFERED": "1",
+    env = {**os.environ, SUMMARY_ENV: str(result_path), READY_ENV: str(ready_path), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(TEMPLATE_PATH.parent.parent), os.environ.get("PYTHONPATH")]))}
     cmd = [python, "-m", "nanochat.prestart", "train.py"] if prestart else [python, "train.py"]
+    if not torch_has_bytecode():   # as a campaign's sandbox does: bytecode private to the run
+        env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
     ready = None
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
