@@ -321,8 +321,14 @@ class Launch:
     gpu: str | None
     python: str
     unsafe: bool = False
-    max_processes: int = sandbox.DEFAULT_MAX_PROCESSES
-    max_scratch_bytes: int = sandbox.DEFAULT_MAX_SCRATCH_BYTES
+
+    @property
+    def max_processes(self) -> int:
+        return sandbox.DEFAULT_MAX_PROCESSES
+
+    @property
+    def max_scratch_bytes(self) -> int:
+        return sandbox.DEFAULT_MAX_SCRATCH_BYTES
 
     @property
     def config(self) -> HarnessConfig:

@@ -1,0 +1,75 @@
+"""Shared by the supervisor, prestart and hostile-train.py tests: workspaces whose train.py is a tiny
+real model on the real harness (so a run is seconds), and process checks."""
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+from tools.supervisor import RUN_MARKER_ENV
+from tools.workspace import Workspace
+
+# a causal, position-wise model: trains nothing, exports in a second, scores log-ish(vocab)
+TINY = '''\
+import torch
+import torch.nn as nn
+from nanochat.prepare import load_harness
+
+H = load_harness()
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(H.vocab_size, 16)
+        self.head = nn.Linear(16, H.vocab_size)
+
+    def forward(self, idx):
+        return self.head(self.emb(idx))
+
+
+model = Tiny()
+{body}
+H.finish(model, training_seconds=0.1, num_steps=1, num_params=1, depth=1, mfu_percent=0.0, startup_seconds=0.0)
+'''
+
+
+def tiny_train(body: str = "", finish: bool = True) -> str:
+    text = TINY.replace("{body}", textwrap.dedent(body))
+    return text if finish else text.rsplit("H.finish(", 1)[0]
+
+
+def make_run(tmp_path, cpu_data, train_py: str, name: str = "run"):
+    """(workspace, logs dir) of a fresh campaign dir on the tests' prepared data."""
+    config, _ = cpu_data
+    run_dir = tmp_path / name
+    ws = Workspace.create(run_dir / "workspace", config, train_py)
+    return ws, run_dir / "logs"
+
+
+def processes_of_runs() -> list[int]:
+    """Pids of every process that belongs to some training or scoring run (by its run marker)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                env = (proc / "environ").read_bytes().split(b"\0")
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z" and any(e.startswith(RUN_MARKER_ENV.encode() + b"=") for e in env):
+                found.append(int(proc.name))
+    return found
+
+
+def log_text(result) -> str:
+    return Path(result.log_path).read_text()
+
+
+def saved(result) -> dict:
+    return json.loads(Path(result.log_path).with_suffix(".json").read_text())
+
+
+def env_without(*names) -> dict:
+    return {k: v for k, v in os.environ.items() if k not in names}
