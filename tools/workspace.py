@@ -5,10 +5,17 @@ editable `train.py` and `harness.json` (the pin of the frozen harness: profile, 
 Keep = commit and move the `best` ref; discard = reset to the best commit. Every path the agent
 names goes through `resolve`, which confines it to the workspace (plus a few read-only mounts such
 as the harness source) and says clearly why a path is refused.
+
+train.py is hostile code that runs inside the workspace. It once set `core.fsmonitor` in
+`.git/config`, and the campaign's own `git status` then ran its script with the campaign's
+environment (API keys). So every git command goes through `git()`, which reads no global or system
+configuration, overrides every key that runs a program, and first puts the parts of `.git` that
+git reads as configuration back to what the campaign wrote (`restore_git_dir`).
 """
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,27 +27,233 @@ from tools import integrity, patching
 
 TRAIN_FILE = "train.py"        # the only file the agent may edit
 HARNESS_FILE = "harness.json"  # same name as nanochat.prepare.HARNESS_FILE (not imported: no torch here)
-BEST_REF = "refs/autoresearch/best"  # a ref, not a branch: survives resume, invisible to `git branch`
+REF_PREFIX = "refs/autoresearch/"    # the campaign's refs: best, experiments/NNNNN
+BEST_REF = REF_PREFIX + "best"       # a ref, not a branch: survives resume, invisible to `git branch`
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds the nanochat package
 HARNESS_SOURCE = PROJECT_ROOT / "nanochat" / "prepare.py"  # shown to the agent read-only
 HARNESS_ALIASES = ("prepare.py", "nanochat/prepare.py")    # the names the agent may use for it
 PAGE_LINES = 250       # lines per read_file page: a whole small file, a screenful of a long one
 MAX_LINE_CHARS = 400   # longer lines are cut: a minified blob must not flood the context
-# commits must not depend on the user's git config (identity, signing, hooks)
-GIT_CONFIG = ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost",
-              "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null"]
+
+# Git configuration, in one place. `-c` beats every configuration file, so these hold even if
+# something slips past restore_git_dir. Keys that name a program are pinned to nothing or to a
+# harmless one; the few that need a driver name (filter.<name>.clean, diff.<name>.textconv,
+# merge.<name>.driver) cannot be pinned here and are handled by rewriting .git/config.
+# diff.external is absent on purpose: any value, even empty, is run as a program; Workspace.diff
+# passes --no-ext-diff instead.
+GIT_SETTINGS = {
+    # commits must not depend on the user's git config
+    "user.name": "autoresearch",
+    "user.email": "autoresearch@localhost",
+    "init.defaultBranch": "master",
+    "init.templateDir": "",             # no template: no sample hooks, nothing from /usr/share
+    # programs git would run on its own
+    "core.fsmonitor": "false",          # the attack that happened: a hook run by status/commit/reset
+    "core.hooksPath": "/dev/null",      # no hook of any kind (pre-commit, reference-transaction, ...)
+    "core.pager": "cat",
+    "core.editor": ":",                 # ':' is git's own "no editor"
+    "sequence.editor": ":",
+    "core.askPass": "",
+    "credential.helper": "",            # an empty value clears the list
+    "core.sshCommand": "false",
+    "core.alternateRefsCommand": "false",
+    "gpg.program": "false",
+    "gpg.openpgp.program": "false",
+    "gpg.x509.program": "false",
+    "gpg.ssh.program": "false",
+    "gpg.ssh.defaultKeyCommand": "false",
+    "commit.gpgSign": "false",
+    "tag.gpgSign": "false",
+    "log.showSignature": "false",       # would run gpg.program from `git show`
+    "protocol.allow": "never",          # no transport at all (ext:: runs commands)
+    "submodule.recurse": "false",
+    "status.submoduleSummary": "false",
+    "gc.auto": "0",                     # no background `git gc`/maintenance started by commit
+    "maintenance.auto": "false",
+    # files outside the repository that git would read as configuration
+    "core.attributesFile": "/dev/null",
+    "core.excludesFile": "/dev/null",
+    # repository content that changes what git reads
+    "core.useReplaceRefs": "false",     # refs/replace/* would substitute other objects
+    "color.ui": "never",                # diffs are text for the model, never escape codes
+}
+GIT_CONFIG = [arg for key, value in GIT_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
+
+# The environment git runs with: only what it needs to find itself and read text (so no API key
+# reaches a program git might start), no GIT_* variable of the caller (GIT_DIR, GIT_CONFIG_*,
+# GIT_EXTERNAL_DIFF, GIT_EXEC_PATH ...), and no global or system configuration.
+GIT_ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR")  # plus LC_*
+GIT_ENV = {
+    "HOME": os.devnull,                # no ~/.gitconfig, ~/.config/git/{config,attributes,ignore}
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_SYSTEM": os.devnull,
+    "GIT_CONFIG_GLOBAL": os.devnull,   # git >= 2.32
+    "GIT_ATTR_NOSYSTEM": "1",
+    "GIT_NO_REPLACE_OBJECTS": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_PAGER": "cat",
+    "PAGER": "cat",
+    "GIT_EDITOR": ":",
+    "GIT_OPTIONAL_LOCKS": "0",         # `status` takes no index.lock: a concurrent commit never trips on it
+}
+
+# What the campaign keeps in .git besides objects and refs, put back before every git command.
+# GIT_REPO_CONFIG is exactly what `git init` (sha1, format 0) writes on Linux: no include.path,
+# no filter/diff/merge drivers, no core.worktree, no extensions.worktreeConfig.
+GIT_REPO_CONFIG = """\
+[core]
+\trepositoryformatversion = 0
+\tfilemode = true
+\tbare = false
+\tlogallrefupdates = true
+"""
+GIT_DIR_FILES = {
+    "config": GIT_REPO_CONFIG,
+    "info/exclude": "__pycache__/\n",   # the harness may leave bytecode; never part of an experiment
+}
+GIT_DIR_EMPTY = ("hooks",)               # hooks are off anyway (core.hooksPath); none may wait here
+GIT_DIR_ABSENT = (
+    "info/attributes",                   # `* filter=evil` would run filter.evil.clean on `git add`
+    "config.worktree",                   # a second config file (with extensions.worktreeConfig)
+    "commondir",                         # would move config, refs and objects to another directory
+    "objects/info/alternates",           # objects from elsewhere: commits could lean on them
+    "objects/info/http-alternates",
+    "info/grafts",                       # rewrites history as git sees it
+    # an operation in progress: `git commit` would take MERGE_HEAD as a parent (the run's commit
+    # into the campaign's history) or CHERRY_PICK_HEAD's author; the campaign never merges
+    "MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "AUTO_MERGE", "CHERRY_PICK_HEAD", "REVERT_HEAD",
+    "SQUASH_MSG", "sequencer", "rebase-merge", "rebase-apply",
+)
+WORKTREE_ABSENT = (".gitattributes",)    # in-tree attributes: eol/encoding conversions of train.py
 
 
 class WorkspaceError(Exception):
     """A user error (bad path, missing file): its message is a sentence the model can act on."""
 
 
+class TamperError(Exception):
+    """Something outside the campaign changed the workspace's git state or results: stop.
+    Not a WorkspaceError on purpose: those are caught and shown to the model as a hint to act on;
+    this must reach the supervisor and end the campaign."""
+
+
 def git(root, *args, check=True) -> str:
-    proc = subprocess.run(["git", *GIT_CONFIG, "-C", str(root), *args],
-                          capture_output=True, text=True)
+    """Run git in the workspace `root` so that nothing in it or in the user's setup can make git
+    run a program or behave differently (see GIT_SETTINGS, GIT_ENV, restore_git_dir)."""
+    root = Path(root).resolve()
+    restore_git_dir(root)
+    env = {k: v for k, v in os.environ.items() if k in GIT_ENV_KEEP or k.startswith("LC_")}
+    # GIT_DIR/GIT_WORK_TREE: never discover another repository (a parent's, were .git deleted),
+    # and core.worktree cannot point the work tree elsewhere
+    env.update(GIT_ENV, GIT_DIR=str(root / ".git"), GIT_WORK_TREE=str(root))
+    proc = subprocess.run(["git", "--no-pager", *GIT_CONFIG, "-C", str(root), *args],
+                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed in {root}: {proc.stderr.strip()}")
     return proc.stdout.strip()
+
+
+def restore_git_dir(root) -> None:
+    """Put back what git reads as configuration in the workspace's .git: rewrite GIT_DIR_FILES,
+    empty GIT_DIR_EMPTY, delete GIT_DIR_ABSENT (and an in-tree .gitattributes). Objects and refs
+    are left alone. Nothing to do before `git init`."""
+    root = Path(root)
+    gitdir = root / ".git"
+    if not os.path.lexists(gitdir):
+        return
+    if gitdir.is_symlink() or not gitdir.is_dir():
+        raise TamperError(f"{gitdir} is no longer a directory (a symlink or a gitdir file): "
+                          f"git would use another repository")
+    for name in ("objects", "refs"):
+        if (gitdir / name).is_symlink():
+            raise TamperError(f"{gitdir / name} is a symlink: git would use another repository's {name}")
+    for rel, text in GIT_DIR_FILES.items():
+        _write_atomic(gitdir, rel, text)
+    for rel in GIT_DIR_EMPTY:
+        _own_dir(gitdir, rel)
+        for entry in os.scandir(gitdir / rel):
+            _remove(entry.path)
+    for rel in GIT_DIR_ABSENT:
+        _own_dir(gitdir, str(Path(rel).parent))  # a symlinked info/ would lead git elsewhere
+        _remove(gitdir / rel)
+    for rel in WORKTREE_ABSENT:
+        _remove(root / rel)
+
+
+def git_dir_changes(root) -> list[str]:
+    """What differs in the workspace's .git from what restore_git_dir leaves: one sentence each.
+    Reads only; run it before any git() call, which would put things back."""
+    gitdir = Path(root) / ".git"
+    if gitdir.is_symlink() or not gitdir.is_dir():
+        return [".git is no longer a directory (a symlink or a gitdir file)"]
+    changes = []
+    dirs = {str(p) for rel in (*GIT_DIR_FILES, *GIT_DIR_ABSENT, *GIT_DIR_EMPTY)
+            for p in Path(rel).parents if p != Path(".")} | set(GIT_DIR_EMPTY)
+    for rel in sorted(dirs):
+        if (gitdir / rel).is_symlink():
+            changes.append(f".git/{rel} was replaced by a symlink")
+    for rel, text in GIT_DIR_FILES.items():
+        path = gitdir / rel
+        if not path.is_file() or path.is_symlink():
+            changes.append(f".git/{rel} was removed or replaced")
+        elif _read_head(path, len(text.encode()) + 1) != text.encode():
+            changes.append(f".git/{rel} was modified")
+    for rel in GIT_DIR_EMPTY:
+        path = gitdir / rel
+        if path.is_symlink():
+            continue  # said above
+        if path.exists() and not path.is_dir():
+            changes.append(f".git/{rel} was replaced by a file")
+        elif path.is_dir():
+            changes += [f".git/{rel}/{name} appeared" for name in sorted(os.listdir(path))]
+    changes += [f".git/{rel} appeared" for rel in GIT_DIR_ABSENT if os.path.lexists(gitdir / rel)]
+    return changes
+
+
+def _read_head(path: Path, n: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _remove(path) -> None:
+    """Delete a file, a symlink (not what it points to) or a directory tree; absent is fine."""
+    path = Path(path)
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # rmtree never follows symlinks inside
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _own_dir(gitdir: Path, rel: str) -> Path:
+    """gitdir/rel as a real directory: a symlink or a file in its place is removed first, so that
+    writing or deleting inside it never lands outside the repository."""
+    path = gitdir
+    for part in Path(rel).parts:
+        path = path / part
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            _remove(path)
+        path.mkdir(exist_ok=True)
+    return path
+
+
+def _write_atomic(gitdir: Path, rel: str, text: str) -> None:
+    """Write gitdir/rel through a temporary file and a rename: a concurrent git never reads half
+    a file, and a symlink planted at rel is replaced, not followed."""
+    parent = _own_dir(gitdir, str(Path(rel).parent))
+    target = gitdir / rel
+    if target.is_dir() and not target.is_symlink():
+        _remove(target)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def harness_json_text(config) -> str:
@@ -75,10 +288,8 @@ class Workspace:
             from nanochat.prepare import render_train_py  # lazy: imports torch
             train_py = render_train_py(json.loads(harness_text)["profile"])
         root.mkdir(parents=True, exist_ok=True)
-        git(root, "init", "-q")
-        # the harness may leave bytecode behind; it is never part of an experiment
-        (root / ".git" / "info").mkdir(parents=True, exist_ok=True)
-        (root / ".git" / "info" / "exclude").write_text("__pycache__/\n")
+        git(root, "init", "-q", "--object-format=sha1")  # the format GIT_REPO_CONFIG describes
+        restore_git_dir(root)  # .git/config and info/exclude exactly as every later git() puts them
         (root / TRAIN_FILE).write_text(train_py)
         (root / HARNESS_FILE).write_text(harness_text)
         git(root, "add", TRAIN_FILE, HARNESS_FILE)
@@ -107,7 +318,9 @@ class Workspace:
 
     def diff(self, against: str | None = None) -> str:
         """The unified diff of train.py from `against` (default: the best commit) to the working tree."""
-        return git(self.root, "diff", against or self.best_commit(), "--", TRAIN_FILE)
+        # no external diff or textconv program, whatever a config or attribute says
+        return git(self.root, "diff", "--no-ext-diff", "--no-textconv", against or self.best_commit(),
+                   "--", TRAIN_FILE)
 
     def commit(self, message: str) -> str:
         """Commit the current train.py (an experiment, kept or not) without moving `best`.
