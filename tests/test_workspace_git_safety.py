@@ -1,6 +1,8 @@
 """tools/workspace.py against a hostile train.py: whatever it plants in .git or in the environment,
-the campaign's git commands run no program of its choosing."""
+the campaign's git commands run no program of its choosing; and fingerprint/verify_unchanged name
+every change a run makes to HEAD, the campaign's refs, results.tsv and .git's configuration."""
 
+import json
 import os
 import shutil
 import stat
@@ -336,6 +338,136 @@ def test_canonical_config_is_what_git_init_writes(tmp_path):
 
 
 # -----------------------------------------------------------------------------
+# fingerprint / verify_unchanged
+
+
+@pytest.fixture
+def campaign(tmp_path):
+    ws = make_workspace(tmp_path)
+    git(ws.root, "update-ref", "refs/autoresearch/experiments/00001", ws.head())
+    results = tmp_path / "results.tsv"
+    results.write_text("commit\tval_bpb\tstatus\n")
+    return ws, results
+
+
+def test_an_honest_run_passes(campaign):
+    ws, results = campaign
+    before = ws.fingerprint([results])
+    json.dumps(before)   # plain data: the supervisor may log it
+    assert before["head"] == ws.head() and before["refs"]["refs/autoresearch/best"] == ws.best_commit()
+    assert set(before["refs"]) == {"refs/autoresearch/best", "refs/autoresearch/experiments/00001"}
+    edit(ws, "x = 2\n")                                     # what a run may do: write in the workspace
+    (ws.root / "checkpoint.pt").write_bytes(b"\0" * 10)
+    ws.verify_unchanged(before)
+    ws.verify_unchanged(before, [results])
+
+
+def short(sha):
+    return sha[:7]
+
+
+def other_commit(ws):
+    """A commit that is not HEAD, made the way a run could."""
+    return raw(ws, "commit-tree", "-p", "HEAD", "-m", "evil", "HEAD^{tree}")
+
+
+@pytest.mark.parametrize("change", ["move best", "add ref", "delete ref", "move HEAD", "switch branch",
+                                    "append results", "delete results"])
+def test_each_change_is_named(campaign, change):
+    ws, results = campaign
+    before = ws.fingerprint([results])
+    head = ws.head()
+    if change == "move best":
+        sha = other_commit(ws)
+        (ws.root / ".git" / "refs" / "autoresearch" / "best").write_text(sha + "\n")
+        expected = f"refs/autoresearch/best moved from {short(head)} to {short(sha)}"
+    elif change == "add ref":
+        raw(ws, "update-ref", "refs/autoresearch/experiments/00099", head)
+        expected = f"refs/autoresearch/experiments/00099 was created at {short(head)}"
+    elif change == "delete ref":
+        raw(ws, "update-ref", "-d", "refs/autoresearch/experiments/00001")
+        expected = f"refs/autoresearch/experiments/00001 was deleted (it was at {short(head)})"
+    elif change == "move HEAD":
+        edit(ws, "x = 3\n")
+        raw(ws, "commit", "-qam", "sneaky")
+        expected = f"HEAD moved from {short(head)} to {short(raw(ws, 'rev-parse', 'HEAD'))}"
+    elif change == "switch branch":
+        raw(ws, "update-ref", "refs/heads/other", head)
+        raw(ws, "symbolic-ref", "HEAD", "refs/heads/other")
+        expected = "HEAD now points at refs/heads/other instead of refs/heads/master"
+    elif change == "append results":
+        with open(results, "a") as f:
+            f.write("deadbee\t0.1\tkeep\n")
+        expected = "results.tsv changed"
+    else:
+        results.unlink()
+        expected = "results.tsv was deleted"
+    with pytest.raises(TamperError) as err:
+        ws.verify_unchanged(before)
+    assert expected in str(err.value)
+    if change != "switch branch":
+        assert "HEAD now points" not in str(err.value)
+
+
+@pytest.mark.parametrize("plant,expected", [
+    (plant_fsmonitor, ".git/config was modified"),
+    (plant_git_hooks, ".git/hooks/pre-commit appeared"),
+    (plant_filter, ".git/info/attributes appeared"),
+    (plant_commondir, ".git/commondir appeared"),
+])
+def test_tampering_with_git_config_is_named(campaign, tmp_path, plant, expected):
+    ws, results = campaign
+    before = ws.fingerprint([results])
+    plant(ws.root, tmp_path)
+    with pytest.raises(TamperError, match=expected.replace(".", r"\.")):
+        ws.verify_unchanged(before)
+    assert markers(tmp_path) == []   # verifying ran none of it
+    ws.verify_unchanged(before)      # and put .git back
+
+
+def test_several_changes_are_all_named(campaign):
+    ws, results = campaign
+    before = ws.fingerprint([results])
+    sha = other_commit(ws)
+    raw(ws, "update-ref", "refs/autoresearch/best", sha)
+    raw(ws, "update-ref", "HEAD", sha)
+    results.write_text("")
+    with pytest.raises(TamperError) as err:
+        ws.verify_unchanged(before)
+    message = str(err.value)
+    for part in ("HEAD moved", "refs/autoresearch/best moved", "results.tsv changed"):
+        assert part in message
+    assert "experiments" not in message
+
+
+def test_a_file_missing_at_both_ends_is_unchanged_and_one_appearing_is_named(campaign, tmp_path):
+    ws, _ = campaign
+    later = tmp_path / "later.tsv"
+    before = ws.fingerprint([later])
+    assert before["files"] == {str(later): None}
+    ws.verify_unchanged(before)
+    later.write_text("x\n")
+    with pytest.raises(TamperError, match="later.tsv appeared"):
+        ws.verify_unchanged(before)
+
+
+def test_verifying_a_file_never_fingerprinted_is_a_caller_error(campaign):
+    ws, results = campaign
+    before = ws.fingerprint()
+    with pytest.raises(ValueError, match="not in the fingerprint"):
+        ws.verify_unchanged(before, [results])
+
+
+def test_a_replaced_git_dir_is_named_by_verify(campaign, tmp_path):
+    ws, results = campaign
+    before = ws.fingerprint([results])
+    (ws.root / ".git").rename(tmp_path / "moved.git")
+    os.symlink(tmp_path / "moved.git", ws.root / ".git")
+    with pytest.raises(TamperError, match=r"\.git is no longer a directory"):
+        ws.verify_unchanged(before)
+
+
+# -----------------------------------------------------------------------------
 # Repository state that changes what git does without running anything
 
 
@@ -385,3 +517,14 @@ def test_an_older_workspace_is_opened_and_cleaned(tmp_path):
     assert ws.best_commit() == ws.head() and not ws.is_dirty()
     assert os.listdir(root / ".git" / "hooks") == [] and git_dir_changes(root) == []
     assert git(root, "symbolic-ref", "HEAD") == "refs/heads/main" and markers(tmp_path) == []
+
+
+def test_a_broken_head_is_named(campaign):
+    ws, results = campaign
+    before = ws.fingerprint([results])
+    (ws.root / ".git" / "HEAD").write_text("ref: refs/heads/nowhere\n")
+    with pytest.raises(TamperError, match="HEAD no longer names a commit .it was at "):
+        ws.verify_unchanged(before)
+    (ws.root / ".git" / "HEAD").write_text("garbage\n")   # git no longer takes it for a repository
+    with pytest.raises(TamperError, match="git cannot read the repository any more"):
+        ws.verify_unchanged(before)

@@ -10,9 +10,12 @@ train.py is hostile code that runs inside the workspace. It once set `core.fsmon
 `.git/config`, and the campaign's own `git status` then ran its script with the campaign's
 environment (API keys). So every git command goes through `git()`, which reads no global or system
 configuration, overrides every key that runs a program, and first puts the parts of `.git` that
-git reads as configuration back to what the campaign wrote (`restore_git_dir`).
+git reads as configuration back to what the campaign wrote (`restore_git_dir`). `fingerprint` and
+`verify_unchanged` check around each training run that HEAD, the campaign's refs and results.tsv
+did not move.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -156,7 +159,7 @@ def git(root, *args, check=True) -> str:
 def restore_git_dir(root) -> None:
     """Put back what git reads as configuration in the workspace's .git: rewrite GIT_DIR_FILES,
     empty GIT_DIR_EMPTY, delete GIT_DIR_ABSENT (and an in-tree .gitattributes). Objects and refs
-    are left alone. Nothing to do before `git init`."""
+    are left alone: verify_unchanged checks those. Nothing to do before `git init`."""
     root = Path(root)
     gitdir = root / ".git"
     if not os.path.lexists(gitdir):
@@ -256,6 +259,18 @@ def _write_atomic(gitdir: Path, rel: str, text: str) -> None:
         raise
 
 
+def file_sha256(path) -> str | None:
+    """The sha256 of a file's bytes; None when there is no file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def harness_json_text(config) -> str:
     """harness.json text from a HarnessConfig (a pydantic model), a dict or a JSON string."""
     if hasattr(config, "model_dump_json"):
@@ -344,6 +359,59 @@ class Workspace:
         return best
 
     # -------------------------------------------------------------------------
+    # Checks around a training run: the run may not move HEAD or the campaign's refs, nor touch
+    # results.tsv or .git's configuration
+
+    def fingerprint(self, extra_files=()) -> dict:
+        """HEAD (its commit and the branch it names), every ref under refs/autoresearch/ with its
+        commit, and the sha256 of each of `extra_files` (None for a missing file; relative paths
+        are taken from the workspace root). Plain strings: it can be logged or saved as JSON."""
+        listing = git(self.root, "for-each-ref", "--format=%(refname) %(objectname)", REF_PREFIX)
+        return {
+            "head": git(self.root, "rev-parse", "-q", "--verify", "HEAD^{commit}", check=False) or None,
+            "head_ref": git(self.root, "symbolic-ref", "-q", "HEAD", check=False) or None,
+            "refs": dict(line.split(" ", 1) for line in listing.splitlines()),
+            "files": {str(f): file_sha256(self.root / f) for f in extra_files},
+        }
+
+    def verify_unchanged(self, before: dict, extra_files=()) -> None:
+        """Raise TamperError naming everything that differs from `before` (a fingerprint), and any
+        change to what restore_git_dir keeps in .git. `extra_files` defaults to the files `before`
+        fingerprinted; each must have been fingerprinted."""
+        changes = git_dir_changes(self.root)  # first: the git() calls below put .git back
+        if changes and not (self.root / ".git").is_dir():
+            raise TamperError(f"the workspace {self.root} was tampered with: {changes[0]}")
+        files = [str(f) for f in extra_files] or list(before["files"])
+        unknown = [f for f in files if f not in before["files"]]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)} not in the fingerprint: pass it to fingerprint() too")
+        try:
+            after = self.fingerprint(files)
+        except RuntimeError as err:  # e.g. a HEAD git cannot parse: it no longer sees a repository
+            raise TamperError(f"the workspace {self.root} was tampered with: "
+                              + "; ".join([*changes, f"git cannot read the repository any more ({err})"])) from err
+        if after["head"] != before["head"]:
+            changes.append(f"HEAD moved from {_short(before['head'])} to {_short(after['head'])}" if after["head"]
+                           else f"HEAD no longer names a commit (it was at {_short(before['head'])})")
+        if after["head_ref"] != before["head_ref"]:
+            changes.append(f"HEAD now points at {after['head_ref'] or 'a commit (detached)'} "
+                           f"instead of {before['head_ref'] or 'a commit (detached)'}")
+        for ref in sorted(before["refs"].keys() | after["refs"].keys()):
+            old, new = before["refs"].get(ref), after["refs"].get(ref)
+            if old is None:
+                changes.append(f"{ref} was created at {_short(new)}")
+            elif new is None:
+                changes.append(f"{ref} was deleted (it was at {_short(old)})")
+            elif old != new:
+                changes.append(f"{ref} moved from {_short(old)} to {_short(new)}")
+        for f in files:
+            old, new = before["files"][f], after["files"][f]
+            if old != new:
+                changes.append(f"{f} {'was deleted' if new is None else 'appeared' if old is None else 'changed'}")
+        if changes:
+            raise TamperError(f"the workspace {self.root} was tampered with: " + "; ".join(changes))
+
+    # -------------------------------------------------------------------------
     # The one edit the agent can make
 
     def apply_patch(self, patch: str) -> str:
@@ -400,6 +468,10 @@ class Workspace:
 
     def read(self, path: str, start_line: int = 1, end_line: int | None = None, mounts=None) -> str:
         return numbered_lines(self.resolve(path, mounts), path, start_line, end_line)
+
+
+def _short(sha: str | None) -> str:
+    return sha[:7] if sha else "nothing"
 
 
 def confine(root: Path, candidate: Path, shown: str) -> Path:
