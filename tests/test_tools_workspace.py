@@ -105,7 +105,8 @@ def test_mounts_are_confined(tmp_path):
     (SR.format("LR = 0.02\n", "LR = (0.1\n"), "would not compile"),
     ("", "empty"),
     (SR.format("LR = 0.02\n", "LR = 0.02\n" + "#" * 210_000 + "\n"), "over the 200 KB limit"),
-    (SR.format("import math\n", "import math\nimport ctypes\n"), "import ctypes"),
+    (SR.format("import math\n", "from nanochat.prepare import load_harness\nimport math\nload_harness.x = 1\n"),
+     "assignment to load_harness.x"),
     (SR.format("    print(\"done\", lr)\n", "    print(\"val_bpb: 0.5\")\n"), "val_bpb:"),
 ])
 def test_patch_refusals_change_nothing(tmp_path, patch, error):
