@@ -23,7 +23,7 @@ def test_an_ok_run_is_scored_by_the_harness_and_leaves_the_workspace_as_it_was(t
     lines = []
     r = run_training(ws, logs_dir=logs, on_progress=lines.append)
     assert r.status == "ok", r
-    assert 5 < r.val_bpb < 30 and r.metrics["num_steps"] == 1 and r.metrics["eval_seconds"] > 0
+    assert 2 < r.val_bpb < 30 and r.metrics["num_steps"] == 1 and r.metrics["eval_seconds"] > 0
     assert r.sandboxed and "step 1 | hello" in lines
     log = log_text(r)
     assert log.startswith("step 1 | hello") and f"val_bpb:            {r.val_bpb:.6f}" in log

@@ -131,6 +131,7 @@ class Sandbox:
         args += ["--bind", str(self.scratch), WORK_DIR, "--chdir", WORK_DIR]
         for key, value in self.environment().items():
             args += ["--setenv", key, value]
+        args += ["--remount-ro", "/"]   # the root bwrap builds is a tmpfs: nothing may be written there either
         return [*args, "--", *argv]
 
     def environment(self) -> dict[str, str]:
