@@ -6,7 +6,8 @@ What the sandbox costs: the same train.py run three ways on one machine, one aft
   sandboxed    the campaign's supervisor as a campaign runs it: bubblewrap for training and scoring
 
 Each run prints its step time (median of the timed steps), training, startup, export and eval seconds,
-and its overhead (total - training). The first ('warm-up') run only fills the by-hand compile cache.
+and its overhead (total - training). Every run starts with cold compile caches (a sandboxed run's are
+private to it), so the three are alike in that.
 
     python scripts/sandbox_overhead.py --profile h100 --data /tmp/corpus --time-budget 60
 """
@@ -76,7 +77,6 @@ def main() -> int:
         (tmp / "hand" / "train.py").write_text(train_py)
         for name in args.only.split(","):
             if name == "hand":
-                by_hand(tmp / "hand", config, 5)      # fills the by-hand compile cache
                 rows[name] = by_hand(tmp / "hand", config, args.time_budget)
             else:
                 rows[name] = supervised(tmp / name, config, train_py, unsafe=name == "unsafe")

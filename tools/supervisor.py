@@ -374,10 +374,12 @@ class Launch:
         """--unsafe-no-sandbox: the same environment and paths, mapped onto the host, no isolation."""
         mapping = {sandbox.WORK_DIR: str(scratch), sandbox.HARNESS_DIR: str(self.pin.package_parent)}
         view = Path(tempfile.mkdtemp(prefix=".view-", dir=scratch))
-        for src, dest in ro.items():
-            link = view / dest.strip("/").replace("/", "_")
+        for src, dest in ro.items():        # the same tree of paths, as symlinks
+            link = view / dest.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(src)
-            mapping[dest] = str(link)
+            mapping.setdefault(dest, str(link))
+            mapping.setdefault(os.path.dirname(dest), str(link.parent))
 
         def host(value: str) -> str:
             for inside, outside in sorted(mapping.items(), key=lambda kv: -len(kv[0])):
