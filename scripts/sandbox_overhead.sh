@@ -6,7 +6,7 @@
 set -u
 B=${1:-60}
 python3 -m pip install -q --no-index --no-deps .whl/*.whl 2>&1 | tail -2
-export PATH=$PWD/.gpu/bin:$PATH PYTHONUNBUFFERED=1 AUTORESEARCH_CACHE=/tmp/ar-cache
+export PATH=$PWD/.gpu/bin:$PATH PYTHONPATH=$PWD PYTHONUNBUFFERED=1 AUTORESEARCH_CACHE=/tmp/ar-cache
 SP=$(python3 -c 'import site; print(site.getsitepackages()[0])')
 t0=$(date +%s)
 python3 scripts/make_corpus.py "$SP:/usr/local/cuda/include:/usr/include:/usr/share" /tmp/corpus --train-mb "${TRAIN_MB:-200}" \
