@@ -48,12 +48,14 @@ def by_hand(work: Path, config: HarnessConfig, budget: float) -> dict:
     return {**out, "wall": round(time.time() - t0, 1), "step_ms": step_ms(proc.stdout)}
 
 
-def supervised(run_dir: Path, config: HarnessConfig, train_py: str, unsafe: bool) -> dict:
+def supervised(run_dir: Path, config: HarnessConfig, train_py: str, unsafe: bool, baseline: bool = True) -> dict:
+    """One run as a campaign makes it: the baseline (cold caches, which then seed later runs) or,
+    with baseline=False, the next run of the same campaign (starting from that seed)."""
     from tools.supervisor import run_training
     from tools.workspace import Workspace
-    ws = Workspace.create(run_dir / "workspace", config, train_py)
+    ws = Workspace.create(run_dir / "workspace", config, train_py) if baseline else Workspace.open(run_dir / "workspace")
     t0 = time.time()
-    r = run_training(ws, logs_dir=run_dir / "logs", unsafe=unsafe)
+    r = run_training(ws, logs_dir=run_dir / "logs", unsafe=unsafe, seed_compile_cache=baseline)
     log = Path(r.log_path).read_text()
     out = {"status": r.status, **r.metrics, "wall": round(time.time() - t0, 1), "step_ms": step_ms(log)}
     if r.status != "ok":
@@ -66,7 +68,9 @@ def main() -> int:
     ap.add_argument("--profile", default="h100")
     ap.add_argument("--data", required=True)
     ap.add_argument("--time-budget", type=float, default=60)
-    ap.add_argument("--only", default="hand,unsafe,sandbox")
+    ap.add_argument("--only", default="hand,unsafe,sandbox",
+                    help="runs in order: hand, unsafe, sandbox, and unsafe-next / sandbox-next (a second run of "
+                         "that campaign, after its baseline)")
     args = ap.parse_args()
     config = HarnessConfig(profile=args.profile, data=args.data, time_budget=args.time_budget)
     train_py = render_train_py(args.profile)
@@ -78,6 +82,9 @@ def main() -> int:
         for name in args.only.split(","):
             if name == "hand":
                 rows[name] = by_hand(tmp / "hand", config, args.time_budget)
+            elif name.endswith("-next"):   # the campaign's second run, from the baseline's compile caches
+                base = name.removesuffix("-next")
+                rows[name] = supervised(tmp / base, config, train_py, unsafe=base == "unsafe", baseline=False)
             else:
                 rows[name] = supervised(tmp / name, config, train_py, unsafe=name == "unsafe")
             r = rows[name]

@@ -40,6 +40,7 @@ SANDBOX_UID = 65534                  # nobody: the run owns nothing outside its 
 WORK_DIR = "/sandbox/work"           # the scratch directory, the run's cwd
 HARNESS_DIR = "/sandbox/harness"     # the pinned harness package (PYTHONPATH)
 DATA_DIR = "/sandbox/data"           # the data the run may see
+COMPILE_DIR = ".compile"             # torch.compile's caches, in the scratch directory
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",
              "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts", "/etc/ssl/certs", "/etc/os-release")
@@ -141,9 +142,10 @@ class Sandbox:
             "HOME": "/tmp", "TMPDIR": "/tmp", "USER": "nobody",
             "PYTHONPATH": HARNESS_DIR, "PYTHONNOUSERSITE": "1", "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",   # nothing can be planted beside a source
-            # compile caches are private to the run: a shared writable cache would let one run leave
-            # files (weights, say) for the next one to read
-            "TORCHINDUCTOR_CACHE_DIR": "/tmp/inductor", "TRITON_CACHE_DIR": "/tmp/triton",
+            # compile caches are private to the run (a shared writable cache would let one run leave
+            # files, weights say, for the next one); the supervisor may seed them (tools/supervisor.py)
+            "TORCHINDUCTOR_CACHE_DIR": f"{WORK_DIR}/{COMPILE_DIR}/inductor",
+            "TRITON_CACHE_DIR": f"{WORK_DIR}/{COMPILE_DIR}/triton",
         })
         env.update(self.env)
         return env

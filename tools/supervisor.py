@@ -58,6 +58,7 @@ TAIL_CHARS = 8_000       # ... and at most this many characters of them
 MAX_LINE_CHARS = 2_000   # a longer output line is cut in the log (a 30 MB line must not flood anything)
 MAX_LOG_BYTES = 32 * 2**20  # output past this is counted, not kept
 PID_FILE = "training.pid"  # in the run directory (the parent of logs/), while a training runs
+COMPILE_SEED = "compile-cache"  # in the run dir: the baseline's compile caches, copied into every later run
 RUN_MARKER_ENV = "AUTORESEARCH_RUN"   # in every process of a run: how kill_stale_runs finds leftovers
 OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError")
 UNSAFE_WARNING = ("WARNING: this run was NOT sandboxed (--unsafe-no-sandbox): train.py ran with the campaign "
@@ -390,8 +391,6 @@ class Launch:
         proc_env = {k: host(v) for k, v in box.environment().items()}
         proc_env["PATH"] = os.environ.get("PATH", "")
         proc_env["HOME"] = proc_env["TMPDIR"] = str(scratch)
-        proc_env["TORCHINDUCTOR_CACHE_DIR"] = str(scratch / ".inductor")
-        proc_env["TRITON_CACHE_DIR"] = str(scratch / ".triton")
         return [self.python, *[host(a) for a in argv]], proc_env, str(scratch)
 
 
@@ -433,6 +432,9 @@ def _start_training(launch: Launch, prestart: bool, train_py: Path | None = None
     shutil.copyfile(launch.ws.root / HARNESS_FILE, scratch / HARNESS_FILE)
     if train_py is not None:
         shutil.copyfile(train_py, scratch / TRAIN_FILE)
+    seed = launch.pin.root.parent / COMPILE_SEED
+    if seed.is_dir():   # a copy: what this run adds to its caches dies with its scratch directory
+        shutil.copytree(seed, scratch / sandbox.COMPILE_DIR, symlinks=True)
     marker = uuid.uuid4().hex
     env = {HARNESS_ENV: f"{sandbox.WORK_DIR}/{HARNESS_FILE}", DATA_ENV: sandbox.DATA_DIR,
            HANDOFF_ENV: f"{sandbox.WORK_DIR}/handoff"}
@@ -492,7 +494,7 @@ def ensure_pin(run_dir: Path, ws: Workspace) -> HarnessPin:
 
 def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = None, python: str = sys.executable,
                  on_progress=None, run_name: str | None = None, prestart: bool = False, results_path=None,
-                 redact=None, unsafe: bool = False) -> RunResult:
+                 redact=None, unsafe: bool = False, seed_compile_cache: bool = False) -> RunResult:
     """Run the workspace's train.py once and say how it went. The log goes to `logs_dir/<name>.log`
     and the RunResult to `logs_dir/<name>.json`; the pid file and the harness pin live in
     logs_dir's parent (the run dir). `redact` masks secrets in every line of the log.
@@ -525,7 +527,8 @@ def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = No
                 _spare = spare   # still good for the next run
             result = refused
         else:
-            result = supervise(launch, log_path, run_dir, wall_limit, budget, on_progress, redact, spare, prestart)
+            result = supervise(launch, log_path, run_dir, wall_limit, budget, on_progress, redact, spare, prestart,
+                               seed_compile_cache)
         result.sandboxed = not unsafe
         result.save(log_path.with_suffix(".json"))
         ws.verify_unchanged(before, extra_files=guarded)
@@ -550,7 +553,7 @@ def precheck(source: str) -> RunResult | None:
 
 
 def supervise(launch: Launch, log_path: Path, run_dir: Path, wall_limit: float, budget: float, on_progress,
-              redact, spare: Spare | None, prestart: bool) -> RunResult:
+              redact, spare: Spare | None, prestart: bool, seed_compile_cache: bool = False) -> RunResult:
     pid_file = run_dir / PID_FILE
     start = time.monotonic()
     started_at = time.time()
@@ -590,6 +593,8 @@ def supervise(launch: Launch, log_path: Path, run_dir: Path, wall_limit: float, 
             handoff_ok = (handoff / "graph.json").is_file()
             status, message = classify(proc.returncode, stopped, failure, handoff_ok, read_tail(log_path),
                                        wall_limit, budget)
+            if seed_compile_cache and status == "ok":
+                keep_compile_seed(scratch / sandbox.COMPILE_DIR, run_dir / COMPILE_SEED)
             metrics = {}
             if status == "ok":
                 verdict = score(launch, handoff, scratch.parent, spare.marker)
@@ -614,6 +619,16 @@ def supervise(launch: Launch, log_path: Path, run_dir: Path, wall_limit: float, 
             shutil.rmtree(scratch, ignore_errors=True)
     return RunResult(status, message, metrics, str(log_path), read_tail(log_path), proc.returncode,
                      round(time.monotonic() - start, 1))
+
+
+def keep_compile_seed(caches: Path, seed: Path) -> None:
+    """The baseline's compile caches become the campaign's seed, once (never replaced)."""
+    if seed.exists() or not caches.is_dir():
+        return
+    tmp = seed.with_name(seed.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(caches, tmp, symlinks=True)
+    os.replace(tmp, seed)
 
 
 def score(launch: Launch, handoff: Path, tmp_root: Path, marker: str) -> dict:
