@@ -211,6 +211,106 @@ def test_clip_for_model_with_a_redactor_masks_secrets_cut_by_the_clip():
     assert clip_for_model(code, redactor=r) == code
 
 
+def test_the_tools_redact_and_clip_what_the_model_reads(tmp_path):
+    ws = make_workspace(tmp_path, train_py=SAMPLE_TRAIN + "\nflops_per_token = 6 * 1000\n")
+    logs = tmp_path / "run" / "logs"
+    logs.mkdir(parents=True)
+    b64 = base64.b64encode(b"Authorization: " + CANARY.encode()).decode()
+    (logs / "run-1.log").write_text(f"step 1\nenv dump: {CANARY}\nencoded: {b64}\nreversed {CANARY[::-1]}\n")
+    (logs / "big.log").write_text(("y" * 399 + "\n") * 300)
+    tools = {t.name: t for t in make_tools(ws, logs_dir=logs, redactor=Redactor([CANARY]))}
+    out = tools["read_file"].invoke({"path": "logs/run-1.log"})
+    assert "env dump: ***" in out and "reversed ***" in out and leaks(CANARY, out) == []
+    assert "flops_per_token = 6 * 1000" in tools["read_file"].invoke({"path": "train.py"})
+    big = tools["read_file"].invoke({"path": "logs/big.log"})    # 250 lines of 400: 100 KB
+    assert len(big) <= MODEL_OUTPUT_CHARS and "characters cut" in big and "(lines 1-250 of 300)" in big
+    error = tools["read_file"].invoke({"path": f"logs/{CANARY}.log"})
+    assert "does not exist" in error and leaks(CANARY, error) == []
+    # without a redactor the answers are still clipped, and that is all
+    plain = {t.name: t for t in make_tools(ws, logs_dir=logs)}
+    assert CANARY in plain["read_file"].invoke({"path": "logs/run-1.log"})
+    assert len(plain["read_file"].invoke({"path": "logs/big.log"})) <= MODEL_OUTPUT_CHARS
+
+
+class Recording(BaseChatModel):
+    """Answers "ok", recording every message list it was sent."""
+    sent: list = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "recording"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.sent.append(list(messages))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage("ok"))])
+
+
+def test_invoke_with_retry_sends_the_model_a_redacted_copy():
+    from graph.llm import invoke_with_retry
+    b64 = base64.urlsafe_b64encode(b"key=" + CANARY.encode()).decode()
+    call = {"name": "read_file", "args": {"path": f"logs/{CANARY}.log", "n": 3}, "id": "call-1", "type": "tool_call"}
+    messages = [SystemMessage(f"system {CANARY}"),
+                HumanMessage([{"type": "text", "text": f"parts {b64}"}, f"plain {CANARY.encode().hex()}"]),
+                AIMessage("", tool_calls=[call]),
+                ToolMessage(f"tool said {CANARY[::-1]}", tool_call_id="call-1", name="read_file"),
+                HumanMessage("flops_per_token = model.flops_per_token()")]
+    before = [m.model_copy(deep=True) for m in messages]
+    model = Recording(sent=[])
+    reply = invoke_with_retry(model, messages, max_attempts=1, redactor=Redactor([CANARY]))
+    assert reply.content == "ok"
+    sent = model.sent[0]
+    assert [type(m) for m in sent] == [type(m) for m in messages]
+    assert leaks(CANARY, json.dumps([m.model_dump() for m in sent], default=str)) == []
+    assert sent[0].content == "system ***" and sent[3].content == "tool said ***"
+    parts = sent[1].content      # mid-text base64: the characters made of the secret's bits alone
+    assert parts[0]["type"] == "text" and re.fullmatch(r"parts a2V5PW\*\*\*Q==", parts[0]["text"])
+    assert parts[1] == "plain ***"
+    assert sent[2].tool_calls[0]["args"] == {"path": "logs/***.log", "n": 3} and sent[2].tool_calls[0]["id"] == "call-1"
+    assert sent[3].tool_call_id == "call-1" and sent[4].content == "flops_per_token = model.flops_per_token()"
+    assert messages == before                      # the caller's messages are left as they were
+    # without a redactor, the messages go as they are (the graph always passes the campaign's)
+    model = Recording(sent=[])
+    invoke_with_retry(model, messages, max_attempts=1)
+    assert model.sent[0][0].content == f"system {CANARY}"
+
+
+def test_the_campaign_holds_one_redactor_and_its_agent_never_sends_a_secret(tmp_path, monkeypatch):
+    import dataclasses
+
+    from graph.configuration import Credentials, Settings
+    from graph.graph import Campaign, run_agent
+    from graph.llm import offline_models
+    from graph.tracing import start_tracing
+
+    monkeypatch.setenv("SOME_SERVICE_TOKEN", "service-token-value-123")
+    settings = Settings(offline=True, runs_dir=tmp_path / "runs").with_credentials(Credentials(openai_api_key=CANARY))
+    ws = make_workspace(tmp_path)
+    logs = tmp_path / "runs" / "t" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "run-1.log").write_text(f"the key {CANARY} and service-token-value-123\n")
+    script = [AIMessage("", tool_calls=[{"name": "read_file", "args": {"path": "logs/run-1.log"}, "id": "c1",
+                                         "type": "tool_call"}]),
+              AIMessage("done")]
+
+    class Agent(Recording):
+        def bind_tools(self, tools, **kwargs):
+            return self
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            self.sent.append(list(messages))
+            return ChatResult(generations=[ChatGeneration(message=script.pop(0))])
+
+    agent = Agent(sent=[])
+    c = Campaign(settings=settings, run_dir=logs.parent, models=dataclasses.replace(offline_models(), agent=agent),
+                 workspace=ws)
+    assert set(c.redactor.secrets) >= {CANARY, "service-token-value-123"}
+    state = {"best_val_bpb": 1.0, "baseline_val_bpb": 1.0, "stall": 0}
+    run_agent(c, state, 1, f"a directive quoting {CANARY}")
+    sent = json.dumps([m.model_dump() for batch in agent.sent for m in batch], default=str)
+    assert "the key ***" in sent and leaks(CANARY, sent) == [] and "service-token-value-123" not in sent
+    assert start_tracing(c).redactor is c.redactor
+
+
 # -----------------------------------------------------------------------------
 # The process
 
