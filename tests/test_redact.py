@@ -179,6 +179,38 @@ def test_a_stream_masks_a_secret_split_across_chunks():
         assert out == r.bytes_same_length(data) and CANARY.encode() not in out, size
 
 
+def test_the_checkpoint_serializer_masks_and_stays_loadable(tmp_path):
+    from langgraph.graph import END, START, StateGraph
+
+    from graph.checkpoints import RedactingSerializer, redacting_saver
+    r = Redactor([CANARY])
+    serde = RedactingSerializer(r)
+    value = {"note": f"key {CANARY}", "n": 65, "messages": [HumanMessage(f"b64 {base64.b64encode(CANARY.encode()).decode()}")]}
+    kind, data = serde.dumps_typed(value)
+    assert kind == "msgpack" and CANARY.encode() not in data
+    back = serde.loads_typed((kind, data))
+    assert back["note"] == "key " + "*" * len(CANARY) and back["n"] == 65
+    assert isinstance(back["messages"][0], HumanMessage) and leaks(CANARY, back["messages"][0].content) == []
+    assert serde.with_msgpack_allowlist([("x", "Y")]).redactor is r    # LangGraph's allowlist copy keeps it
+
+    class State(TypedDict):
+        note: str
+
+    g = StateGraph(State)
+    g.add_node("leak", lambda state: {"note": f"the key is {CANARY}, hex {CANARY.encode().hex()}"})
+    g.add_edge(START, "leak")
+    g.add_edge("leak", END)
+    db = tmp_path / "checkpoints.sqlite"
+    conn = sqlite3.connect(db, check_same_thread=False)
+    graph = g.compile(checkpointer=redacting_saver(conn, r))
+    cfg = {"configurable": {"thread_id": "t"}}
+    assert CANARY in graph.invoke({"note": ""}, cfg)["note"]      # the run itself sees the value
+    assert graph.get_state(cfg).values["note"].startswith("the key is ***")
+    conn.close()
+    raw = db.read_bytes()
+    assert b"the key is *" in raw and CANARY.encode() not in raw and CANARY.encode().hex().encode() not in raw
+
+
 # -----------------------------------------------------------------------------
 # What the model reads
 
