@@ -138,7 +138,7 @@ class Director:
 
         try:
             reply = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry,
-                                      secrets=s.credentials.secrets(), config=config)
+                                      secrets=s.credentials.secrets(), config=config, redactor=self.c.redactor)
             text = THINKING.sub("", content_text(reply.content)).strip()
             if text:
                 return text, ""
@@ -146,7 +146,7 @@ class Director:
         except LLMUnavailable as e:
             reason = str(e)
         except Exception as e:    # 400/401/404 propagate from invoke_with_retry: still only advice
-            reason = describe_error(e, s.credentials.secrets())
+            reason = describe_error(e, self.c.redactor.extended(s.credentials.secrets()))
         self.c.on_event("error", {"message": f"director ({step}): {reason}; using the offline director"})
         return OfflineDirector().respond(messages), reason
 

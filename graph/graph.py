@@ -32,6 +32,7 @@ from graph.prompts import directive_section, render_prompt
 from graph.state import CampaignState, Outcome
 from graph.tracing import annotate
 from tools import RunResult, Workspace, make_tools, run_training
+from tools.redact import Redactor, clip_for_model
 from tools.workspace import git
 
 EXPERIMENT_REF = "refs/autoresearch/experiments/{:05d}"   # every experiment's code stays reachable
@@ -42,7 +43,11 @@ DESCRIPTION_CHARS = 200
 
 @dataclass
 class Campaign:
-    """Everything the nodes need that is not state: settings, paths, models, tools, the UI."""
+    """Everything the nodes need that is not state: settings, paths, models, tools, the UI.
+
+    `redactor` is the campaign's one redactor (tools/redact.py): the provider keys and every
+    secret-looking environment value. What goes to the LLM, the tools' answers, the checkpoints
+    and the traces passes it."""
     settings: Settings
     run_dir: Path
     models: Models
@@ -51,6 +56,11 @@ class Campaign:
     on_progress: Callable[[str], None] | None = None                  # training stdout lines
     stop_requested: threading.Event = field(default_factory=threading.Event)
     director: object | None = None      # graph.director.Director, when the director is enabled
+    redactor: Redactor | None = None    # None: Redactor.from_env(settings.credentials), built here
+
+    def __post_init__(self):
+        if self.redactor is None:
+            self.redactor = Redactor.from_env(self.settings.credentials)
 
     @property
     def results_path(self) -> Path:
@@ -62,7 +72,8 @@ class Campaign:
 
     def tools(self):
         return make_tools(self.workspace, results_path=self.results_path, logs_dir=self.logs_dir,
-                          gpu=self.settings.gpu, on_progress=self.on_progress, prestart=self.settings.prestart)
+                          gpu=self.settings.gpu, on_progress=self.on_progress, prestart=self.settings.prestart,
+                          redactor=self.redactor)
 
     def train(self, run_name: str) -> RunResult:
         return run_training(self.workspace, logs_dir=self.logs_dir, gpu=self.settings.gpu,
@@ -258,7 +269,7 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
     while True:
         try:
             ai = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry,
-                                   config=config)
+                                   config=config, redactor=c.redactor)
         except LLMUnavailable as e:
             outcome["note"] = f"LLM unavailable: {e}"
             c.on_event("error", {"message": outcome["note"]})
@@ -310,7 +321,7 @@ def call_tool(c: Campaign, tools: dict, call: dict, outcome: Outcome, iteration:
     try:
         content = tool.invoke(args, config)
     except Exception as e:           # a tool bug must not end the campaign: tell the model
-        content = f"Error: {name} failed: {e}"
+        content = clip_for_model(f"Error: {name} failed: {e}", redactor=c.redactor)
     return ToolMessage(str(content), tool_call_id=call["id"], name=name)
 
 

@@ -19,7 +19,7 @@ the UI can show every wait and the graph gets one clear `LLMUnavailable` when th
 from __future__ import annotations
 
 import email.utils
-import re
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,13 +29,15 @@ from urllib.parse import urlparse
 import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from graph.configuration import Settings
 from graph.offline import OFFLINE_LABEL, OfflineDirector, OfflineResearcher
+from tools.redact import Redactor
 
 # -----------------------------------------------------------------------------
 # constants
@@ -62,12 +64,6 @@ RETRY_STATUSES = frozenset({408, 409, 429})
 INITIAL_WAIT = 1.0  # seconds, doubled each attempt, with as much jitter
 MAX_WAIT = 60.0  # the back-off never waits longer than this...
 MAX_RETRY_AFTER = 300.0  # ...but a server's Retry-After is honoured up to this
-
-# Anything that looks like a credential, masked in every message we format.
-_SECRET_PATTERNS = [
-    re.compile(r"\bsk-[A-Za-z0-9_\-*]{6,}"),
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-~+/=*]{6,}"),
-]
 
 # Transport errors that mean "try again" (openai wraps most of them, but not always).
 _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -216,6 +212,7 @@ def invoke_with_retry(
     max_retry_after: float = MAX_RETRY_AFTER,
     secrets: Iterable[str] = (),
     config: RunnableConfig | None = None,
+    redactor: Redactor | None = None,
 ) -> BaseMessage:
     """`model.invoke(messages)`, retried on 429, 5xx, timeouts and connection errors.
 
@@ -223,17 +220,24 @@ def invoke_with_retry(
     and never less than a server's `Retry-After` / `retry-after-ms` (capped at `max_retry_after`).
     Other errors (400, 401, 404, ...) propagate at once. After `max_attempts` failures raises
     `LLMUnavailable`; its message names the last error with any key masked (`secrets` adds
-    exact strings to mask on top of the `sk-...` / `Bearer ...` patterns). `config` is passed to
+    exact strings to mask on top of the key-shaped patterns). `config` is passed to
     `model.invoke`: inside a graph node, the node's config, so every attempt is traced under it.
+
+    With a `redactor` (the campaign's), the model gets a redacted copy of the messages
+    (`redact_messages`): no secret, nor an encoding of one, reaches the provider.
     """
     secrets = [s for s in secrets if s]
+    scrub = redactor or Redactor()
+    scrub = scrub.extended(secrets) if secrets else scrub
+    if redactor is not None:
+        messages = redact_messages(messages, scrub)
     started = time.monotonic()
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None:
             error = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
-            on_retry(state.attempt_number, wait, describe_error(error, secrets))
+            on_retry(state.attempt_number, wait, describe_error(error, scrub))
 
     retrying = Retrying(
         stop=stop_after_attempt(max_attempts),
@@ -248,8 +252,8 @@ def invoke_with_retry(
         return retrying(model.invoke, messages, config)
     except RetryError as e:
         error = e.last_attempt.exception()
-        summary = describe_error(error, secrets)
-        detail = error_detail(error, secrets)
+        summary = describe_error(error, scrub)
+        detail = error_detail(error, scrub)
         elapsed = time.monotonic() - started
         message = f"LLM unavailable after {max_attempts} attempts in {elapsed:.0f} s; last error: {summary}"
         if detail:
@@ -303,7 +307,7 @@ def retry_after_seconds(error: BaseException | None) -> float | None:
     return None
 
 
-def describe_error(error: BaseException | None, secrets: Iterable[str] = ()) -> str:
+def describe_error(error: BaseException | None, secrets: Iterable[str] | Redactor = ()) -> str:
     """A short, key-free summary for the UI: '429 rate limited', '503 server error', 'timeout'."""
     if error is None:
         return "unknown error"
@@ -322,7 +326,7 @@ def describe_error(error: BaseException | None, secrets: Iterable[str] = ()) -> 
     return redact(f"{type(error).__name__}: {error}", secrets)[:200]
 
 
-def error_detail(error: BaseException | None, secrets: Iterable[str] = ()) -> str:
+def error_detail(error: BaseException | None, secrets: Iterable[str] | Redactor = ()) -> str:
     """The server's own words for a status error (redacted, one line, short), else ''."""
     if not isinstance(error, openai.APIStatusError):
         return ""
@@ -334,11 +338,53 @@ def error_detail(error: BaseException | None, secrets: Iterable[str] = ()) -> st
     return redact(text, secrets)[:200]
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask known secrets and anything shaped like an API key or bearer token."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub("***", text)
-    return text
+def redact(text: str, secrets: Iterable[str] | Redactor = ()) -> str:
+    """Mask known secrets (a list of values, or a whole `Redactor`), their encodings, and anything
+    shaped like an API key or bearer token (tools/redact.py)."""
+    if isinstance(secrets, Redactor):
+        return secrets.text(text)
+    return _redactor(tuple(s for s in secrets if s)).text(text)
+
+
+@functools.lru_cache(maxsize=32)
+def _redactor(secrets: tuple[str, ...]) -> Redactor:
+    return Redactor(secrets)
+
+
+def redact_messages(messages: Any, redactor: Redactor) -> Any:
+    """A copy of what is about to be sent to a chat model, every text in it redacted as the model
+    sees text (`assignments=False`: code such as `flops_per_token = ...` stays as it is).
+
+    Messages keep their type and ids; string content and the text of content parts, an AI
+    message's tool-call arguments (parsed and raw) and additional kwargs are redacted. Also takes
+    a string, a prompt value, or (role, text) tuples, as `invoke` does."""
+    if isinstance(messages, str):
+        return redactor.text(messages, assignments=False)
+    if isinstance(messages, PromptValue):
+        messages = messages.to_messages()
+    if isinstance(messages, BaseMessage):
+        return _redact_message(messages, redactor)
+    if not isinstance(messages, (list, tuple)):
+        return messages
+    out = []
+    for m in messages:
+        if isinstance(m, BaseMessage):
+            m = _redact_message(m, redactor)
+        elif isinstance(m, (str, dict, list)):
+            m = redactor(m, assignments=False)
+        elif isinstance(m, tuple):      # ("human", "text")
+            m = tuple(redactor(list(m), assignments=False))
+        out.append(m)
+    return out
+
+
+def _redact_message(message: BaseMessage, redactor: Redactor) -> BaseMessage:
+    def clean(value):
+        return redactor(value, assignments=False)
+
+    update: dict[str, Any] = {"content": clean(message.content),
+                              "additional_kwargs": clean(message.additional_kwargs)}
+    if isinstance(message, AIMessage):
+        update["tool_calls"] = [{**call, "args": clean(call.get("args") or {})} for call in message.tool_calls]
+        update["invalid_tool_calls"] = [{**call, "args": clean(call.get("args"))} for call in message.invalid_tool_calls]
+    return message.model_copy(update=update)

@@ -27,6 +27,7 @@ from graph.graph import Campaign, build_graph
 from graph.llm import Models, make_models
 from graph.prompts import PromptError
 from nanochat.prepare import HarnessError
+from tools.redact import make_undumpable
 from tools.supervisor import discard_spare
 from tools.workspace import WorkspaceError
 
@@ -150,7 +151,7 @@ def summary_table(run_dir: Path) -> Table:
 
 def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = False) -> dict:
     """Open (or resume) the campaign and run its graph to a stop condition. Returns the final state."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
+    from graph.checkpoints import redacting_saver
     from nanochat.prepare import HarnessConfig, prepare_data
 
     campaign, resumed = open_campaign(settings, models)
@@ -162,11 +163,13 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
     prepare_data(config, log=lambda s: console.print(f"[dim]{s}[/]"))   # before the baseline's clock
 
     ui = LiveUI(campaign)
-    campaign.on_event, campaign.on_progress = ui.event, ui.training_line
+    redactor = campaign.redactor
+    campaign.on_event = lambda kind, data: ui.event(kind, redactor(data))   # the console: no secret either
+    campaign.on_progress = ui.training_line
     if handle_sigint:
         install_sigint(campaign)
     conn = sqlite3.connect(campaign.run_dir / CHECKPOINT_DB, check_same_thread=False)
-    graph = build_graph(campaign, checkpointer=SqliteSaver(conn))
+    graph = build_graph(campaign, checkpointer=redacting_saver(conn, campaign.redactor))
     from graph.tracing import start_tracing
     tracing = start_tracing(campaign)       # traces.jsonl in the run dir, and LangSmith when enabled
     console.print(f"[dim]traces: {tracing.describe()}[/]")
@@ -217,6 +220,7 @@ def install_sigint(campaign: Campaign) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    make_undumpable()     # before any key is read: no core dump, no ptrace, no /proc/<pid>/mem
     settings = parse_settings(argv)
     models = make_models(settings)
     if models.offline:

@@ -16,9 +16,10 @@ Two sinks, same runs, same redaction:
 - LangSmith, when `LANGSMITH_TRACING=true` (with `LANGSMITH_API_KEY`, optionally `LANGSMITH_ENDPOINT`
   and `LANGSMITH_PROJECT`): any server that speaks its API.
 
-No secret leaves: every payload goes through a `Redactor` that masks the provider keys, the values
-of `*_API_KEY` / `*_TOKEN` / `*_SECRET` / `*_PASSWORD`-like environment variables, and anything
-shaped like a key (`sk-...`, `Bearer ...`, LangSmith's secret rules).
+No secret leaves: every payload goes through the campaign's `Redactor` (tools/redact.py, the one
+redactor of the campaign) that masks the provider keys, the values of `*_API_KEY` / `*_TOKEN` /
+`*_SECRET` / `*_PASSWORD`-like environment variables, their encodings (reversed, hex, base64), and
+anything shaped like a key (`sk-...`, `Bearer ...`, LangSmith's secret rules).
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import os
-import re
 import sys
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,64 +39,13 @@ from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.langchain import LangChainTracer
 from langchain_core.tracers.schemas import Run
 
+from tools.redact import MASK, MIN_SECRET_CHARS, SECRET_ENV_NAME, Redactor  # noqa: F401 - re-exported
+
 TRACES_FILE = "traces.jsonl"
 ROOT_RUN_NAME = "campaign"
-MASK = "***"
-MIN_SECRET_CHARS = 8   # shorter env values ("true", "0") are not secrets, and masking them would garble text
-
-# environment variables whose values are secrets: OPENAI_API_KEY, LANGSMITH_API_KEY, HF_TOKEN, ...
-SECRET_ENV_NAME = re.compile(r"(?i)(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)")
 # the fields of a LangSmith run that a trace line holds, in this order
 RUN_FIELDS = ("id", "trace_id", "dotted_order", "parent_run_id", "name", "run_type", "start_time",
               "end_time", "inputs", "outputs", "error", "extra", "tags", "events")
-
-
-# -----------------------------------------------------------------------------
-# Redaction
-
-
-class Redactor:
-    """Masks secrets in any JSON-like payload: exact values first, then key-shaped patterns.
-
-    `redactor(obj)` returns a copy of dicts / lists / strings with secrets masked; it is the
-    `anonymizer` of the LangSmith client and the last step before a trace line is written.
-    """
-
-    def __init__(self, secrets: Iterable[str] = ()):
-        # longest first, so a secret containing another is masked whole
-        self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
-        from graph.llm import _SECRET_PATTERNS
-        self.patterns: list[tuple[re.Pattern, str]] = [(p, MASK) for p in _SECRET_PATTERNS]
-        try:  # LangSmith's curated rules: provider key prefixes, KEY=value, Authorization headers, URLs
-            from langsmith.anonymizer import DEFAULT_SECRET_RULES
-            self.patterns += [(r["pattern"], r["replace"]) for r in DEFAULT_SECRET_RULES]
-        except ImportError:  # pragma: no cover - older langsmith
-            pass
-
-    @classmethod
-    def from_env(cls, credentials=None, environ: Mapping[str, str] | None = None) -> Redactor:
-        """The provider keys (`settings.credentials`) and every secret-looking environment value."""
-        environ = os.environ if environ is None else environ
-        secrets = list(credentials.secrets()) if credentials is not None else []
-        secrets += [v for k, v in environ.items() if SECRET_ENV_NAME.search(k)]
-        return cls(secrets)
-
-    def text(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        for pattern, replace in self.patterns:
-            text = pattern.sub(replace, text)
-        return text
-
-    def __call__(self, obj: Any) -> Any:
-        if isinstance(obj, str):
-            return self.text(obj)
-        if isinstance(obj, Mapping):
-            return {self.text(k) if isinstance(k, str) else k: self(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [self(v) for v in obj]
-        return obj
 
 
 # -----------------------------------------------------------------------------
@@ -279,7 +227,8 @@ class Tracing:
 def start_tracing(campaign, *, environ: Mapping[str, str] | None = None) -> Tracing:
     """Tracing for a campaign (graph.graph.Campaign): the JSONL file always, LangSmith when enabled."""
     settings = campaign.settings
-    redactor = Redactor.from_env(settings.credentials, environ)
+    redactor = getattr(campaign, "redactor", None) if environ is None else None
+    redactor = redactor or Redactor.from_env(settings.credentials, environ)
     jsonl = campaign.run_dir / TRACES_FILE
     callbacks: list = [JsonlTracer(jsonl, redactor)]
     metadata = {

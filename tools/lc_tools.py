@@ -4,6 +4,9 @@ The four LangChain tools the agent sees, bound to one campaign by make_tools(...
 They know nothing of the graph. Every user error comes back as a string the model can act on
 (the tools never raise for those); run_training also returns its RunResult as the ToolMessage's
 artifact, so the graph can read the status and metrics without parsing text.
+
+Every answer passes the campaign's redactor (when given) and is clipped to MODEL_OUTPUT_CHARS
+(its head and tail, with a marker): a secret never reaches the model, nor does a flood.
 """
 
 import csv
@@ -14,6 +17,7 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from tools.patching import MAX_PATCH_BYTES, PatchError
+from tools.redact import MODEL_OUTPUT_CHARS, Redactor, clip_for_model
 from tools.supervisor import WALL_SLACK, RunResult, run_training, time_budget
 from tools.workspace import PAGE_LINES, Workspace, WorkspaceError
 
@@ -133,34 +137,41 @@ def is_number(s) -> bool:
 # The tools
 
 def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, wall_limit=None,
-               python: str = sys.executable, on_progress=None, prestart: bool = False) -> list[StructuredTool]:
+               python: str = sys.executable, on_progress=None, prestart: bool = False,
+               redactor: Redactor | None = None, output_chars: int = MODEL_OUTPUT_CHARS) -> list[StructuredTool]:
     """[read_file, apply_patch, run_training, read_metrics] bound to one campaign: its workspace,
-    its results.tsv (optional), the run's logs/ directory, its GPU and wall limit."""
+    its results.tsv (optional), the run's logs/ directory, its GPU and wall limit.
+
+    Each answer goes through `redactor` (the campaign's; none: only clipped) as the model sees text,
+    then is clipped to `output_chars` characters."""
     logs_dir = Path(logs_dir)
     budget = time_budget(workspace.harness_config())
     wall = wall_limit or 2 * budget + WALL_SLACK  # only for the description: the supervisor decides
 
+    def for_model(text: str) -> str:
+        return clip_for_model(text, output_chars, redactor)
+
     def read_file(path: str, start_line: int = 1, end_line: int | None = None) -> str:
         try:
-            return workspace.read(path, start_line, end_line, mounts={LOGS_MOUNT: logs_dir})
+            return for_model(workspace.read(path, start_line, end_line, mounts={LOGS_MOUNT: logs_dir}))
         except WorkspaceError as err:
-            return f"Error: {err}."
+            return for_model(f"Error: {err}.")
 
     def apply_patch(patch: str) -> str:
         try:
-            return workspace.apply_patch(patch)
+            return for_model(workspace.apply_patch(patch))
         except PatchError as err:
-            return f"Error: {err}"
+            return for_model(f"Error: {err}")
 
     def run_training_tool() -> tuple[str, RunResult]:
         result = run_training(workspace, logs_dir=logs_dir, gpu=gpu, wall_limit=wall_limit, python=python,
                               on_progress=on_progress, prestart=prestart)
-        return result.to_text(LOGS_MOUNT), result
+        return for_model(result.to_text(LOGS_MOUNT)), result
 
     def read_metrics() -> str:
         run = last_run(logs_dir)
         head = "No training run yet: call run_training." if run is None else "Last run:\n" + run.to_text(LOGS_MOUNT, tail=False)
-        return head + "\n\n" + experiments_table(results_path)
+        return for_model(head + "\n\n" + experiments_table(results_path))
 
     common = dict(handle_validation_error=invalid_arguments)
     return [
