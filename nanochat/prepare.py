@@ -579,6 +579,7 @@ class Harness:
             "peak_vram_mb": round(torch.cuda.max_memory_allocated() / 1024**2, 1) if self.device == "cuda" else 0.0,
             "mfu_percent": round(mfu_percent, 2),
             "total_tokens_M": round(served / 1e6, 1),   # counted by the harness's loader
+            "tokens_served": served,
             "train_passes": round(passes, 2),   # how often the run read its train split (> 1: it repeated data)
             "num_steps": int(num_steps),
             "num_params_M": round(num_params / 1e6, 1),
