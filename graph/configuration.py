@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     prestart: bool = Field(
         True, description="start the next training process (imports, CUDA, compiler) while the agent thinks"
     )
+    unsafe_no_sandbox: bool = Field(
+        False, description="run train.py WITHOUT the bubblewrap sandbox (where none can be set up): it can then "
+                           "read your files and secrets and change the harness, and every score is suspect"
+    )
 
     # --- the research loop
     plateau_patience: int = Field(

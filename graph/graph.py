@@ -73,11 +73,14 @@ class Campaign:
     def tools(self):
         return make_tools(self.workspace, results_path=self.results_path, logs_dir=self.logs_dir,
                           gpu=self.settings.gpu, on_progress=self.on_progress, prestart=self.settings.prestart,
-                          redactor=self.redactor)
+                          redactor=self.redactor, unsafe=self.settings.unsafe_no_sandbox)
 
-    def train(self, run_name: str) -> RunResult:
+    def train(self, run_name: str, baseline: bool = False) -> RunResult:
+        """A run outside the agent's loop: the baseline, whose compile caches seed every later run."""
         return run_training(self.workspace, logs_dir=self.logs_dir, gpu=self.settings.gpu,
-                            on_progress=self.on_progress, run_name=run_name, prestart=self.settings.prestart)
+                            on_progress=self.on_progress, run_name=run_name, prestart=self.settings.prestart,
+                            results_path=self.results_path, redact=self.redactor.text,
+                            unsafe=self.settings.unsafe_no_sandbox, seed_compile_cache=baseline)
 
 
 # -----------------------------------------------------------------------------
@@ -93,7 +96,7 @@ def setup_node(c: Campaign):
         if row is None:   # the baseline has not been recorded yet (first start, or killed mid-run)
             c.workspace.discard()
             c.on_event("phase", {"iteration": 0, "phase": "baseline training"})
-            run = c.train("iter-00000-baseline")
+            run = c.train("iter-00000-baseline", baseline=True)
             if run.status != "ok":
                 c.on_event("error", {"message": f"the baseline train.py failed ({run.status}): {run.message}"})
                 annotate(config, iteration=0, status=f"baseline {run.status}")
@@ -222,6 +225,7 @@ def _row(sha: str, run: RunResult | None, status: str, description: str, iterati
         "best_val_bpb": f"{best:.6f}" if best else "",
         "training_seconds": m.get("training_seconds", ""),
         "total_seconds": m.get("total_seconds", run.wall_seconds if run else ""),
+        "sandbox": ("bwrap" if run.sandboxed else "none") if run else "",
     }
 
 
@@ -315,7 +319,8 @@ def call_tool(c: Campaign, tools: dict, call: dict, outcome: Outcome, iteration:
         if isinstance(run, RunResult):
             outcome["run"] = asdict(run)
             outcome["trained_source"] = source
-            c.on_event("trained", {"iteration": iteration, "status": run.status, "val_bpb": run.val_bpb})
+            c.on_event("trained", {"iteration": iteration, "status": run.status, "val_bpb": run.val_bpb,
+                                   "sandboxed": run.sandboxed})
         c.on_event("phase", {"iteration": iteration, "phase": "agent thinking"})
         return ToolMessage(result.content, tool_call_id=call["id"], name=name)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from graph.report import read_results
 
 COLUMNS = ["commit", "val_bpb", "memory_gb", "status", "description", "iteration", "best_val_bpb",
-           "training_seconds", "total_seconds", "directive", "agent_choice", "timestamp"]
+           "training_seconds", "total_seconds", "directive", "agent_choice", "timestamp", "sandbox"]
 HISTORY_ROWS = 40        # rows of history the agent sees (the oldest are summarised by count)
 
 

@@ -28,8 +28,10 @@ from graph.llm import Models, make_models
 from graph.prompts import PromptError
 from nanochat.prepare import HarnessError
 from tools.redact import make_undumpable
+from tools.harness_pin import HarnessTampered
+from tools.sandbox import SandboxError
 from tools.supervisor import discard_spare
-from tools.workspace import WorkspaceError
+from tools.workspace import TamperError, WorkspaceError
 
 DEMO_ITERATIONS = 4          # offline with no stop condition given: a demo of a few minutes
 CHECKPOINT_DB = "checkpoints.sqlite"
@@ -46,10 +48,16 @@ class CampaignError(RuntimeError):
 def open_campaign(settings: Settings, models) -> tuple[Campaign, bool]:
     """Create the run dir and workspace (or reopen them with --resume). Returns (campaign, resumed)."""
     from nanochat.prepare import HarnessConfig, prepare_data
-    from tools import Workspace, kill_stale_runs
+    from tools import Workspace, kill_stale_runs, sandbox
+    from tools.harness_pin import HarnessPin
 
     run_dir = (settings.runs_dir / settings.campaign).resolve()
     ws_dir = run_dir / "workspace"
+    if settings.unsafe_no_sandbox:
+        console.print(f"[bold red]--unsafe-no-sandbox: train.py runs with your rights, outside any sandbox. "
+                      f"It can read your files and secrets and change the harness; no score can be trusted.[/]")
+    else:
+        sandbox.require()                    # no sandbox here: refuse before anything is created
     if settings.resume:
         if not (run_dir / CHECKPOINT_DB).exists():
             raise CampaignError(f"nothing to resume: {run_dir} holds no campaign (no {CHECKPOINT_DB})")
@@ -64,9 +72,10 @@ def open_campaign(settings: Settings, models) -> tuple[Campaign, bool]:
         profile = resolve_profile(settings)
         config = HarnessConfig(profile=profile, data=settings.data, time_budget=settings.time_budget)
         # bad data or profile fails here, before a run dir exists (the data is cached for later)
-        prepare_data(config, log=lambda s: console.print(f"[dim]{s}[/]"))
+        data = prepare_data(config, log=lambda s: console.print(f"[dim]{s}[/]"))
         run_dir.mkdir(parents=True, exist_ok=True)
         workspace = Workspace.create(ws_dir, config)
+        HarnessPin.create(run_dir, data.dir)   # the harness copy and the hashes every run is checked against
     campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace)
     campaign.director = Director(campaign)    # offline models get the offline director, same nodes
     return campaign, settings.resume
@@ -118,6 +127,8 @@ class LiveUI:
         elif kind == "trained":
             bpb = f"{data['val_bpb']:.6f}" if data.get("val_bpb") else "-"
             p.console.print(f"    [dim]trained: {data['status']}, val_bpb {bpb}[/]")
+            if data.get("sandboxed") is False:
+                p.console.print("    [bold red]this run was not sandboxed (--unsafe-no-sandbox): its score is not trustworthy[/]")
         elif kind == "retry":
             p.console.print(f"    [yellow]LLM call failed ({data['error']}); retry {data['attempt']} in {data['wait']:.0f}s")
         elif kind == "director":
@@ -234,9 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     resume_hint = f"python -m graph.run --campaign {settings.campaign} --runs-dir {settings.runs_dir} --resume"
     try:
         final = run_campaign(settings, models, handle_sigint=True)
-    except (CampaignError, HarnessError, WorkspaceError) as e:
+    except (CampaignError, HarnessError, WorkspaceError, SandboxError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2
+    except (TamperError, HarnessTampered) as e:   # a run changed what no run may change: stop, loudly
+        console.print(f"[bold red]campaign stopped for safety:[/] {e}\nRecorded experiments are in results.tsv. "
+                      f"Inspect the run dir before continuing with: {resume_hint}")
+        return 3
     except PromptError as e:
         console.print(f"[red]prompt error:[/] {e}\nFix the prompt, then continue with: {resume_hint}")
         return 2

@@ -62,8 +62,10 @@ Maximum patch size {MAX_PATCH_BYTES // 1000} KB. The answer summarizes what chan
 RUN_TRAINING_DESCRIPTION = """Train the current train.py once under this campaign's harness (fixed time budget of
 {budget:.0f} s of training, plus startup and evaluation; killed at {wall:.0f} s). Answers with the status:
 'ok' with the metrics (val_bpb, validation bits per byte: lower is better), or 'crash', 'oom' (out of
-GPU memory), 'nan' (the loss diverged), 'timeout', 'invalid' (the script tried to report its own metric
-or tamper with the harness), with the reason and the last lines of the log. Takes no arguments."""
+GPU memory), 'nan' (the loss diverged), 'timeout', 'invalid' (the scorer could not use the model, or its
+predictions depend on later tokens), with the reason and the last lines of the log. train.py runs in a
+sandbox that sees the train split only; H.finish(model, ...) hands the model to a separate scorer, which
+computes val_bpb on the validation split. Takes no arguments."""
 
 READ_METRICS_DESCRIPTION = """Show the last training run's status and metrics, and a table of the campaign's
 recent experiments (commit, val_bpb, memory, status, description) with the best val_bpb so far.
@@ -138,7 +140,8 @@ def is_number(s) -> bool:
 
 def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, wall_limit=None,
                python: str = sys.executable, on_progress=None, prestart: bool = False,
-               redactor: Redactor | None = None, output_chars: int = MODEL_OUTPUT_CHARS) -> list[StructuredTool]:
+               redactor: Redactor | None = None, output_chars: int = MODEL_OUTPUT_CHARS,
+               unsafe: bool = False) -> list[StructuredTool]:
     """[read_file, apply_patch, run_training, read_metrics] bound to one campaign: its workspace,
     its results.tsv (optional), the run's logs/ directory, its GPU and wall limit.
 
@@ -165,7 +168,8 @@ def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, w
 
     def run_training_tool() -> tuple[str, RunResult]:
         result = run_training(workspace, logs_dir=logs_dir, gpu=gpu, wall_limit=wall_limit, python=python,
-                              on_progress=on_progress, prestart=prestart)
+                              on_progress=on_progress, prestart=prestart, results_path=results_path,
+                              redact=redactor.text if redactor else None, unsafe=unsafe)
         return for_model(result.to_text(LOGS_MOUNT)), result
 
     def read_metrics() -> str:
