@@ -52,7 +52,10 @@ PLOT_FILE = "progress.png"
 FORMATS = {
     "ours": ("commit", "val_bpb", "memory_gb", "status", "description", "iteration",
              "best_val_bpb", "training_seconds", "total_seconds", "directive", "agent_choice",
-             "timestamp"),
+             "timestamp", "sandbox"),
+    "ours-v1": ("commit", "val_bpb", "memory_gb", "status", "description", "iteration",   # before the sandbox
+                "best_val_bpb", "training_seconds", "total_seconds", "directive", "agent_choice",
+                "timestamp"),
     "autoresearch": ("commit", "val_bpb", "memory_gb", "status", "description"),
     "autoautoresearch": ("iter", "val_bpb", "best_val_bpb", "memory_gb", "status", "description",
                          "timestamp"),
@@ -149,9 +152,10 @@ def _parse_row(fmt, fields, index):
         raise ValueError("empty status")
     row = Row(index=index, fmt=fmt, status=_status(f["status"]), val_bpb=_metric(f["val_bpb"]),
               description=f["description"].strip(), memory_gb=_lenient_number(f["memory_gb"]))
-    if fmt in ("ours", "autoresearch"):
+    ours = fmt.startswith("ours")
+    if ours or fmt == "autoresearch":
         row.commit = f["commit"].strip()
-    if fmt == "ours":
+    if ours:
         row.iteration = _number(f["iteration"], int)
         row.training_seconds = _number(f["training_seconds"])
         row.total_seconds = _number(f["total_seconds"])
@@ -159,7 +163,7 @@ def _parse_row(fmt, fields, index):
         row.agent_choice = f["agent_choice"].strip().lower()
     if fmt == "autoautoresearch":
         row.iteration = _number(f["iter"], int)
-    if fmt in ("ours", "autoautoresearch"):
+    if ours or fmt == "autoautoresearch":
         row.timestamp = _timestamp(f["timestamp"])
     return row
 
@@ -253,7 +257,7 @@ def compute_figures(rows):
         per_exp = total / after if after > 0 else None
 
     fmt = rows[0].fmt if rows else None
-    ours = fmt == "ours"
+    ours = (fmt or "").startswith("ours")
     # the baseline (first row) is nobody's idea, so neither directive- nor agent-led
     led = [r for r in rows[1:] if r.kept]
     return {
@@ -325,7 +329,7 @@ def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE):
         if figures.get(key) is not None:
             out.append(f"| {label} | {fmt.format(figures[key])} |")
 
-    ours = figures["format"] == "ours"
+    ours = (figures["format"] or "").startswith("ours")
     out += ["", "## Kept experiments", ""]
     kept = [r for r in rows if r.kept]
     if kept:

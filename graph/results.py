@@ -26,11 +26,15 @@ def ensure_header(path: Path) -> None:
 
 
 def append_row(path: Path, row: dict) -> None:
+    """One row, in the columns of the file's own header (a campaign from before a column was added
+    keeps its header)."""
     ensure_header(path)
-    cells = {k: "" for k in COLUMNS}
+    with open(path, encoding="utf-8") as f:
+        columns = f.readline().rstrip("\r\n").split("\t")
+    cells = {k: "" for k in columns}
     cells.update({k: v for k, v in row.items() if k in cells})
     cells["timestamp"] = cells["timestamp"] or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    line = "\t".join(clean(cells[k]) for k in COLUMNS) + "\n"
+    line = "\t".join(clean(cells[k]) for k in columns) + "\n"
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()

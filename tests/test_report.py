@@ -27,13 +27,13 @@ OURS_HEADER = "\t".join(FORMATS["ours"])
 # came with a directive the agent rejected (so it is agent-led); row 6 is a discard with the
 # lowest bpb of all (discarded for memory), which must not count as best.
 OURS_ROWS = [
-    "aaaaaaa | 1.000000 | 40.0 | keep | baseline | 0 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:00:00Z",
-    "bbbbbbb | 1.010000 | 40.1 | discard | gelu | 1 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:06:00Z",
-    "ccccccc | 0.980000 | 41.0 | keep | wider mlp | 2 | 0.980000 | 300.0 | 340.0 | go wider | followed | 2026-05-01T00:12:00Z",
-    "ddddddd | 0.000000 | 0.0 | crash | depth 20 (OOM) | 3 | 0.980000 | 10.0 | 20.0 |  |  | 2026-05-01T00:18:00Z",
-    "eeeeeee | 0.990000 | 41.0 | discard | lr 0.1 | 4 | 0.980000 | 300.0 | 340.0 |  |  | 2026-05-01T00:24:00Z",
-    "fffffff | 0.950000 | 41.0 | keep | qk-norm | 5 | 0.950000 | 300.0 | 340.0 | bigger batch | rejected | 2026-05-01T00:30:00Z",
-    "1111111 | 0.940000 | 79.0 | discard | 2x batch, memory blows up | 6 | 0.950000 | 300.0 | 355.0 | bigger batch | adapted | 2026-05-01T00:36:00Z",
+    "aaaaaaa | 1.000000 | 40.0 | keep | baseline | 0 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:00:00Z | bwrap",
+    "bbbbbbb | 1.010000 | 40.1 | discard | gelu | 1 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:06:00Z | bwrap",
+    "ccccccc | 0.980000 | 41.0 | keep | wider mlp | 2 | 0.980000 | 300.0 | 340.0 | go wider | followed | 2026-05-01T00:12:00Z | bwrap",
+    "ddddddd | 0.000000 | 0.0 | crash | depth 20 (OOM) | 3 | 0.980000 | 10.0 | 20.0 |  |  | 2026-05-01T00:18:00Z | bwrap",
+    "eeeeeee | 0.990000 | 41.0 | discard | lr 0.1 | 4 | 0.980000 | 300.0 | 340.0 |  |  | 2026-05-01T00:24:00Z | bwrap",
+    "fffffff | 0.950000 | 41.0 | keep | qk-norm | 5 | 0.950000 | 300.0 | 340.0 | bigger batch | rejected | 2026-05-01T00:30:00Z | bwrap",
+    "1111111 | 0.940000 | 79.0 | discard | 2x batch, memory blows up | 6 | 0.950000 | 300.0 | 355.0 | bigger batch | adapted | 2026-05-01T00:36:00Z | bwrap",
 ]
 OURS_EXPECTED = {
     "format": "ours",
@@ -192,8 +192,8 @@ def test_truncated_last_line_and_blank_lines(tmp_path, caplog):
 
 
 def test_truncated_timestamp_on_last_line_is_skipped(tmp_path, caplog):
-    # all 12 fields present, but the write stopped inside the timestamp
-    cut = OURS_ROWS[1].replace("bbbbbbb", "3333333")[: -len("6:00Z")]
+    # the write stopped inside the timestamp (the last field but one)
+    cut = OURS_ROWS[1].replace("bbbbbbb", "3333333").rsplit(" | ", 1)[0][: -len("6:00Z")]
     run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS, cut, end=""))
     with caplog.at_level(logging.WARNING, logger="graph.report"):
         assert len(read_results(run)) == 7
