@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 
 .PHONY: setup run test clean
 
-$(VENV)/.installed: pyproject.toml scripts/install_torch.sh
+$(VENV)/.installed: pyproject.toml scripts/install_torch.sh scripts/install_bubblewrap.sh
+	bash scripts/install_bubblewrap.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	bash scripts/install_torch.sh $(PY)

@@ -63,6 +63,7 @@ RUN_MARKER_ENV = "AUTORESEARCH_RUN"   # in every process of a run: how kill_stal
 OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError")
 UNSAFE_WARNING = ("WARNING: this run was NOT sandboxed (--unsafe-no-sandbox): train.py ran with the campaign "
                   "user's rights and could have read secrets or changed the harness; its score is not trustworthy.")
+TRUSTED_KEYS = ("val_bpb", "eval_seconds", "total_seconds")   # measured by the scorer and the supervisor only
 PR_SET_PDEATHSIG = 1     # from <linux/prctl.h>
 
 # loaded before any fork: the child only calls it
@@ -600,10 +601,10 @@ def supervise(launch: Launch, log_path: Path, run_dir: Path, wall_limit: float, 
                 verdict = score(launch, handoff, scratch.parent, spare.marker)
                 status = verdict.get("status", "crash")
                 if status == "ok":
-                    metrics = {"val_bpb": verdict["val_bpb"],
-                               **{k: v for k, v in stats.items()
-                                  if k in SUMMARY_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)},
-                               "eval_seconds": verdict.get("eval_seconds"),
+                    # train.py's own figures are informative; the metric and the clocks are not its to give
+                    own = {k: v for k, v in stats.items() if k in SUMMARY_KEYS and k not in TRUSTED_KEYS
+                           and isinstance(v, (int, float)) and not isinstance(v, bool)}
+                    metrics = {"val_bpb": verdict["val_bpb"], **own, "eval_seconds": verdict.get("eval_seconds"),
                                "total_seconds": round(time.time() - started_at, 1)}
                     message = "the run finished and the harness's scorer measured its model."
                     writer.write_text(summary_text(metrics) + "\n")
