@@ -143,3 +143,24 @@ def test_the_log_writer_cuts_long_lines_and_caps_the_log(tmp_path):
     assert lines[0].endswith("[line cut]") and len(lines[0]) < 2_100 and lines[1] == "short line"
     assert out.stat().st_size < 11_000 and "more bytes of output were not kept" in lines[-1]
     assert "line cut" in read_tail(out, lines=1000) or len(read_tail(out)) <= 8_000
+
+
+def test_without_a_sandbox_a_campaign_refuses_to_start_and_unsafe_runs_say_so(tmp_path, cpu_data, monkeypatch, capsys):
+    from graph.run import main
+    from tools import sandbox
+    monkeypatch.setitem(sandbox._checked, "reason", "bubblewrap (bwrap) is not installed")
+    config, _ = cpu_data
+    args = ["--campaign", "nobox", "--runs-dir", str(tmp_path / "runs"), "--profile", "cpu", "--data", config.data,
+            "--time-budget", "2", "--max-iterations", "0", "--offline"]
+    assert main(args) == 2
+    out = capsys.readouterr().out
+    assert "bwrap" in out and "apt-get install bubblewrap" in out and "--unsafe-no-sandbox" in out
+    assert not (tmp_path / "runs" / "nobox").exists()
+
+    ws, logs = make_run(tmp_path, cpu_data, tiny_train())
+    r = run_training(ws, logs_dir=logs, unsafe=True)
+    assert r.status == "ok" and not r.sandboxed and 2 < r.val_bpb < 30
+    assert "NOT sandboxed" in r.to_text() and "NOT sandboxed" in log_text(r)
+    assert main([*args, "--unsafe-no-sandbox"]) == 0
+    rows = (tmp_path / "runs" / "nobox" / "results.tsv").read_text().splitlines()
+    assert rows[0].endswith("\tsandbox") and rows[1].endswith("\tnone")
