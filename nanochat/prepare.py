@@ -446,7 +446,7 @@ def evaluate_bpb(forward, data: PreparedData, seq_len: int, batch_size: int, dev
         with _autocast(device):
             logits = forward(x)
         _check_logits(logits, (batch_size, seq_len, vocab))
-        y = all_rows[i:i + batch_size, 1:].long()   # the targets exist on the device only after the forward
+        y = all_rows[i:i + batch_size, 1:].long()
         nats = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1), reduction="none")
         nbytes = token_bytes[y.reshape(-1)]
         valid = nbytes > 0             # special tokens have 0 bytes: excluded from both sums
