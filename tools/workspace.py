@@ -23,13 +23,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from nanochat.config import HARNESS_FILE, TRAIN_FILE, render_train_py
 from tools import integrity, patching
 
 # -----------------------------------------------------------------------------
 # Constants
 
-TRAIN_FILE = "train.py"        # the only file the agent may edit
-HARNESS_FILE = "harness.json"  # same name as nanochat.prepare.HARNESS_FILE (not imported: no torch here)
 REF_PREFIX = "refs/autoresearch/"    # the campaign's refs: best, experiments/NNNNN
 BEST_REF = REF_PREFIX + "best"       # a ref, not a branch: survives resume, invisible to `git branch`
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds the nanochat package
@@ -300,7 +299,6 @@ class Workspace:
             raise WorkspaceError(f"cannot create a workspace in {root}: the directory is not empty")
         harness_text = harness_json_text(config)
         if train_py is None:
-            from nanochat.prepare import render_train_py  # lazy: imports torch
             train_py = render_train_py(json.loads(harness_text)["profile"])
         root.mkdir(parents=True, exist_ok=True)
         git(root, "init", "-q", "--object-format=sha1")  # the format GIT_REPO_CONFIG describes
