@@ -63,6 +63,17 @@ def processes_of_runs() -> list[int]:
     return found
 
 
+def no_run_processes_left(timeout: float = 10.0) -> bool:
+    """True once no process of any run is alive (killed ones may take a moment to go)."""
+    import time
+    end = time.monotonic() + timeout
+    while processes_of_runs():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def log_text(result) -> str:
     return Path(result.log_path).read_text()
 

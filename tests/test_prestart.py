@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_runs import make_run, processes_of_runs, tiny_train
+from helpers_runs import make_run, no_run_processes_left, tiny_train
 from helpers_tools import snapshot
 from nanochat import prepare
 from tools import supervisor
@@ -65,7 +65,7 @@ def test_the_next_run_is_served_by_the_spare_and_counts_from_go(ws, tmp_path):
     next_spare = supervisor._spare
     discard_spare()
     assert supervisor._spare is None and next_spare.proc.poll() is not None
-    assert processes_of_runs() == []
+    assert no_run_processes_left()
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_runs import log_text, make_run, processes_of_runs, saved, tiny_train
+from helpers_runs import log_text, make_run, no_run_processes_left, processes_of_runs, saved, tiny_train
 from helpers_tools import snapshot
 from tools.supervisor import PID_FILE, LogWriter, read_tail, run_training
 
@@ -29,7 +29,7 @@ def test_an_ok_run_is_scored_by_the_harness_and_leaves_the_workspace_as_it_was(t
     assert log.startswith("step 1 | hello") and f"val_bpb:            {r.val_bpb:.6f}" in log
     assert saved(r)["status"] == "ok"
     assert "status: ok" in r.to_text() and f"val_bpb: {r.val_bpb:.6f}" in r.to_text()
-    assert not (logs.parent / PID_FILE).exists() and processes_of_runs() == []
+    assert not (logs.parent / PID_FILE).exists() and no_run_processes_left()
     assert snapshot(ws) == before
 
 
@@ -71,7 +71,7 @@ def test_a_hanging_run_is_killed_at_the_wall_limit_with_every_process(tmp_path, 
     r = run_training(ws, logs_dir=logs, wall_limit=8)
     assert r.status == "timeout" and "wall limit" in r.message
     assert time.monotonic() - t0 < 40
-    assert processes_of_runs() == []
+    assert no_run_processes_left()
 
 
 CAMPAIGN = """
@@ -111,7 +111,7 @@ def test_kill_9_of_the_campaign_ends_every_process_of_the_run_even_daemons(tmp_p
         deadline = time.monotonic() + 10
         while processes_of_runs() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert processes_of_runs() == [], "a process of the run outlived the campaign"
+        assert no_run_processes_left(), "a process of the run outlived the campaign"
     finally:
         proc.kill()
 

@@ -110,7 +110,9 @@ class Sandbox:
     tmp_bytes: int = DEFAULT_MAX_SCRATCH_BYTES
 
     def command(self, argv: list[str]) -> list[str]:
-        args = [BWRAP, *_namespace_args(), "--clearenv"]
+        args = [BWRAP, *_namespace_args(), "--clearenv",
+                # /tmp first: a Python or a venv living under /tmp is bound on top of it below
+                "--proc", "/proc", "--dev", "/dev", "--size", str(self.tmp_bytes), "--tmpfs", "/tmp"]
         for d in SYSTEM_DIRS:
             if os.path.islink(d):
                 args += ["--symlink", os.readlink(d), d]
@@ -120,7 +122,6 @@ class Sandbox:
             args += ["--ro-bind-try", f, f]
         for d in python_dirs():
             args += ["--ro-bind", d, d]
-        args += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.tmp_bytes), "--tmpfs", "/tmp"]
         if self.gpu:
             for pattern in GPU_DEVICES:
                 for dev in sorted(glob.glob(pattern)):
