@@ -6,7 +6,7 @@ import os
 import textwrap
 from pathlib import Path
 
-from tools.supervisor import RUN_MARKER_ENV
+from tools.supervisor import run_processes
 from tools.workspace import Workspace
 
 # a causal, position-wise model: trains nothing, exports in a second, scores log-ish(vocab)
@@ -48,26 +48,17 @@ def make_run(tmp_path, cpu_data, train_py: str, name: str = "run"):
     return ws, run_dir / "logs"
 
 
-def processes_of_runs() -> list[int]:
-    """Pids of every process that belongs to some training or scoring run (by its run marker)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                env = (proc / "environ").read_bytes().split(b"\0")
-                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state != "Z" and any(e.startswith(RUN_MARKER_ENV.encode() + b"=") for e in env):
-                found.append(int(proc.name))
-    return found
+def processes_of_runs(run_dir=None) -> list[int]:
+    """Pids of every live process of a training or scoring run (of the campaign in `run_dir`)."""
+    return run_processes(run_dir)
 
 
-def no_run_processes_left(timeout: float = 10.0) -> bool:
-    """True once no process of any run is alive (killed ones may take a moment to go)."""
+def no_run_processes_left(run_dir=None, timeout: float = 10.0) -> bool:
+    """True once no process of a run (of the campaign in `run_dir`, else of any) is alive: killed
+    ones may take a moment to go."""
     import time
     end = time.monotonic() + timeout
-    while processes_of_runs():
+    while processes_of_runs(run_dir):
         if time.monotonic() > end:
             return False
         time.sleep(0.1)

@@ -228,8 +228,8 @@ def _cli(tmp_path, cpu_data, *extra, env_extra=None):
 
 
 def _no_training_left(run_dir: Path) -> bool:
-    out = subprocess.run(["pgrep", "-f", str(run_dir / "workspace")], capture_output=True, text=True).stdout
-    return out.strip() == ""
+    from helpers_runs import no_run_processes_left
+    return no_run_processes_left(run_dir)
 
 
 def _check_finished(tmp_path):
@@ -258,9 +258,11 @@ def test_kill_9_mid_training_then_resume(tmp_path, cpu_data):
     else:
         pytest.fail("the campaign never reached iteration 1's training")
     time.sleep(1.0)
+    from helpers_runs import processes_of_runs
+    assert processes_of_runs(tmp_path / "runs" / "k"), "iteration 1 should be training"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 10                    # the child dies with its parent (PDEATHSIG)
+    deadline = time.time() + 10                    # the sandbox dies with its parent, and everything in it
     while not _no_training_left(tmp_path / "runs" / "k") and time.time() < deadline:
         time.sleep(0.2)
     assert _no_training_left(tmp_path / "runs" / "k")

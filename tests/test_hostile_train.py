@@ -178,7 +178,7 @@ def test_processes_files_and_disk_are_capped(tmp_path, cpu_data, monkeypatch):
     if not mechanism.startswith("none"):
         assert spawned < 48
     assert "BIG refused" in log
-    assert no_run_processes_left()
+    assert no_run_processes_left(logs.parent)
 
 
 def test_a_planted_change_in_the_pinned_harness_stops_the_campaign(tmp_path, cpu_data):
@@ -316,4 +316,4 @@ def test_a_campaign_keeps_no_forged_score_leaks_no_key_and_leaves_nothing_behind
             assert CANARY.encode() not in path.read_bytes(), path
     assert CANARY not in sent
     assert not marker.exists() and "fsmonitor" not in (ws_git / "config").read_text()
-    assert no_run_processes_left()
+    assert no_run_processes_left(run_dir)

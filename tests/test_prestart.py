@@ -65,7 +65,7 @@ def test_the_next_run_is_served_by_the_spare_and_counts_from_go(ws, tmp_path):
     next_spare = supervisor._spare
     discard_spare()
     assert supervisor._spare is None and next_spare.proc.poll() is not None
-    assert no_run_processes_left()
+    assert no_run_processes_left(logs.parent)
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ def test_an_ok_run_is_scored_by_the_harness_and_leaves_the_workspace_as_it_was(t
     assert log.startswith("step 1 | hello") and f"val_bpb:            {r.val_bpb:.6f}" in log
     assert saved(r)["status"] == "ok"
     assert "status: ok" in r.to_text() and f"val_bpb: {r.val_bpb:.6f}" in r.to_text()
-    assert not (logs.parent / PID_FILE).exists() and no_run_processes_left()
+    assert not (logs.parent / PID_FILE).exists() and no_run_processes_left(logs.parent)
     assert snapshot(ws) == before
 
 
@@ -71,7 +71,7 @@ def test_a_hanging_run_is_killed_at_the_wall_limit_with_every_process(tmp_path, 
     r = run_training(ws, logs_dir=logs, wall_limit=8)
     assert r.status == "timeout" and "wall limit" in r.message
     assert time.monotonic() - t0 < 40
-    assert no_run_processes_left()
+    assert no_run_processes_left(logs.parent)
 
 
 CAMPAIGN = """
@@ -105,13 +105,13 @@ def test_kill_9_of_the_campaign_ends_every_process_of_the_run_even_daemons(tmp_p
             if found and "daemon started" in found[0].read_text():
                 break
             time.sleep(0.1)
-        assert len(processes_of_runs()) >= 2, "the run and its daemon should be running"
+        assert len(processes_of_runs(logs.parent)) >= 2, "the run and its daemon should be running"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 10
-        while processes_of_runs() and time.monotonic() < deadline:
+        while processes_of_runs(logs.parent) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert no_run_processes_left(), "a process of the run outlived the campaign"
+        assert no_run_processes_left(logs.parent), "a process of the run outlived the campaign"
     finally:
         proc.kill()
 

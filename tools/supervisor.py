@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import json
 import os
 import re
@@ -168,31 +169,54 @@ def wait_unreaped(pid: int, timeout: float, watch=None) -> bool | str:
         time.sleep(0.05)
 
 
-def kill_stale_runs(run_dir) -> list[int]:
-    """Kill every process a previous campaign process left behind (found through the pid file in
-    `run_dir` and the run marker in their environment). Returns the pids killed."""
-    pid_file = Path(run_dir) / PID_FILE
-    if not pid_file.exists():
-        return []
-    try:
-        info = json.loads(pid_file.read_text())
-        marker = f"{RUN_MARKER_ENV}={info['marker']}".encode()
-    except (ValueError, KeyError, OSError):
-        pid_file.unlink(missing_ok=True)
-        return []
-    killed = []
+def campaign_key(run_dir) -> str:
+    """What every run marker of a campaign starts with: its processes can be found by it alone."""
+    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
+
+
+def new_marker(run_dir) -> str:
+    return f"{campaign_key(run_dir)}-{uuid.uuid4().hex}"
+
+
+def run_processes(run_dir=None, keep=()) -> list[int]:
+    """Pids of the live processes of runs (of the campaign in `run_dir`, else of any campaign),
+    found by the run marker in their environment, except those whose marker is in `keep`."""
+    prefix = f"{RUN_MARKER_ENV}={campaign_key(run_dir) if run_dir else ''}".encode()
+    kept = {f"{RUN_MARKER_ENV}={m}".encode() for m in keep if m}
+    found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
-        except (OSError, ProcessLookupError):
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError):
             continue  # gone already, or not ours to read
-    for d in info.get("scratch", []):
-        shutil.rmtree(d, ignore_errors=True)
-    pid_file.unlink(missing_ok=True)
+        if any(e.startswith(prefix) and e not in kept for e in env):
+            found.append(int(proc.name))
+    return found
+
+
+def kill_stale_runs(run_dir, keep=()) -> list[int]:
+    """Kill every process of the campaign in `run_dir` that a previous campaign process (or run)
+    left behind, except the runs whose markers are in `keep` (this process's waiting spare), and
+    remove the scratch directories its pid file names. Returns the pids killed."""
+    killed = []
+    for pid in run_processes(run_dir, keep):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    pid_file = Path(run_dir) / PID_FILE
+    if pid_file.exists():
+        try:
+            for d in json.loads(pid_file.read_text()).get("scratch", []):
+                shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, OSError, AttributeError):
+            pass
+        pid_file.unlink(missing_ok=True)
     return killed
 
 
@@ -436,7 +460,7 @@ def _start_training(launch: Launch, prestart: bool, train_py: Path | None = None
     seed = launch.pin.root.parent / COMPILE_SEED
     if seed.is_dir():   # a copy: what this run adds to its caches dies with its scratch directory
         shutil.copytree(seed, scratch / sandbox.COMPILE_DIR, symlinks=True)
-    marker = uuid.uuid4().hex
+    marker = new_marker(launch.pin.root.parent)
     env = {HARNESS_ENV: f"{sandbox.WORK_DIR}/{HARNESS_FILE}", DATA_ENV: sandbox.DATA_DIR,
            HANDOFF_ENV: f"{sandbox.WORK_DIR}/handoff"}
     argv = ["-m", "nanochat.prestart", TRAIN_FILE] if prestart else [TRAIN_FILE]
@@ -513,7 +537,7 @@ def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = No
     guarded = [p for p in (results_path,) if p]
 
     with RUN_LOCK:
-        kill_stale_runs(run_dir)
+        kill_stale_runs(run_dir, keep=[_spare.marker] if _spare else [])
         pin = ensure_pin(run_dir, ws)
         pin.verify()
         launch = Launch(ws, pin, gpu, python, unsafe)
