@@ -164,3 +164,16 @@ def test_without_a_sandbox_a_campaign_refuses_to_start_and_unsafe_runs_say_so(tm
     assert main([*args, "--unsafe-no-sandbox"]) == 0
     rows = (tmp_path / "runs" / "nobox" / "results.tsv").read_text().splitlines()
     assert rows[0].endswith("\tsandbox") and rows[1].endswith("\tnone")
+
+
+def test_a_secret_across_a_cut_line_is_still_masked(tmp_path):
+    from tools.redact import Redactor
+    secret = "sk-cut-across-7f3a9c1e5b2d4f60e8"
+    out = tmp_path / "log"
+    with open(out, "wb") as f:
+        w = LogWriter(f, redact=Redactor([secret]).text)
+        w.feed(b"a" * 1_990 + secret.encode() + b"b" * 100_000 + b"\n" + secret[::-1].encode() + b"\n")
+        w.close()
+    text = out.read_text()
+    assert "sk-cut" not in text and secret[::-1][:8] not in text
+    assert text.splitlines()[0].endswith("[line cut]") and len(text.splitlines()[0]) < 2_100

@@ -58,6 +58,7 @@ TAIL_LINES = 40          # log lines shown to the model after a failure
 TAIL_CHARS = 8_000       # ... and at most this many characters of them
 MAX_LINE_CHARS = 2_000   # a longer output line is cut in the log (a 30 MB line must not flood anything)
 MAX_LOG_BYTES = 32 * 2**20  # output past this is counted, not kept
+REDACT_MARGIN = 1_024    # bytes past a cut that are still redacted with the line (a secret's longest encoding)
 PID_FILE = "training.pid"  # in the run directory (the parent of logs/), while a training runs
 COMPILE_SEED = "compile-cache"  # in the run dir: the baseline's compile caches, copied into every later run
 RUN_MARKER_ENV = "AUTORESEARCH_RUN"   # in every process of a run: how kill_stale_runs finds leftovers
@@ -225,7 +226,8 @@ def kill_stale_runs(run_dir, keep=()) -> list[int]:
 
 class LogWriter:
     """Copies a process's output to the log file line by line: each line redacted, cut at
-    MAX_LINE_CHARS, and nothing past MAX_LOG_BYTES kept (only counted)."""
+    MAX_LINE_CHARS, and nothing past MAX_LOG_BYTES kept (only counted). A cut line is redacted
+    with REDACT_MARGIN bytes more than it keeps, so a secret across the cut is still masked."""
 
     def __init__(self, log, on_progress=None, redact=None, max_bytes=MAX_LOG_BYTES):
         self.log, self.on_progress, self.redact, self.max_bytes = log, on_progress, redact, max_bytes
@@ -239,11 +241,9 @@ class LogWriter:
             end = chunk.find(b"\n", start)
             piece = chunk[start:] if end < 0 else chunk[start:end]
             if not self.skipping:
-                room = MAX_LINE_CHARS - len(self.pending)
+                room = MAX_LINE_CHARS + REDACT_MARGIN - len(self.pending)
                 self.pending += piece[:max(room, 0)]
-                if len(piece) > room:
-                    self.pending += b" [line cut]"
-                    self.skipping = True
+                self.skipping = len(piece) > room
             if end < 0:
                 return
             self._line(bytes(self.pending))
@@ -266,6 +266,8 @@ class LogWriter:
         text = raw.decode("utf-8", errors="replace")
         if self.redact is not None:
             text = self.redact(text)
+        if len(text) > MAX_LINE_CHARS:
+            text = text[:MAX_LINE_CHARS] + " [line cut]"
         data = (text + "\n").encode()
         if self.written + len(data) > self.max_bytes:
             self.dropped += len(data)
