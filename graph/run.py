@@ -54,8 +54,8 @@ def open_campaign(settings: Settings, models) -> tuple[Campaign, bool]:
     run_dir = (settings.runs_dir / settings.campaign).resolve()
     ws_dir = run_dir / "workspace"
     if settings.unsafe_no_sandbox:
-        console.print(f"[bold red]--unsafe-no-sandbox: train.py runs with your rights, outside any sandbox. "
-                      f"It can read your files and secrets and change the harness; no score can be trusted.[/]")
+        console.print("[bold red]--unsafe-no-sandbox: train.py runs with your rights, outside any sandbox. "
+                      "It can read your files and secrets and change the harness; no score can be trusted.[/]")
     else:
         sandbox.require()                    # no sandbox here: refuse before anything is created
     if settings.resume:

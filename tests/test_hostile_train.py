@@ -4,7 +4,6 @@ the canary secret appears nowhere, the harness and caches are byte-identical, no
 the tool result is bounded), not the mechanism."""
 
 import hashlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -131,14 +130,15 @@ def test_the_harness_the_checkout_the_venv_and_the_caches_cannot_be_changed(tmp_
 def test_the_workspace_git_and_the_run_dir_are_invisible(tmp_path, cpu_data):
     ws, logs = make_run(tmp_path, cpu_data, tiny_train(f'''
         import os
-        for path in [{str(ws_git := "WSGIT")!r}, {str(tmp_path / "run")!r}, "/sandbox/work/.git", "../.git"]:
+        for path in [{str(tmp_path / "run" / "workspace" / ".git")!r}, {str(tmp_path / "run")!r}, "/sandbox/work/.git",
+                     "../.git"]:
             print("EXISTS", path, os.path.exists(path), flush=True)
         try:
             open({str(tmp_path / "run" / "results.tsv")!r}, "a").write("forged\\n")
             print("WROTE results", flush=True)
         except OSError as e:
             print("REFUSED results", type(e).__name__, flush=True)
-    '''.replace("WSGIT", str(tmp_path / "run" / "workspace" / ".git"))))
+    '''))
     config_before = (ws.root / ".git" / "config").read_bytes()
     r = run_training(ws, logs_dir=logs, results_path=tmp_path / "run" / "results.tsv")
     log = log_text(r)
@@ -265,7 +265,6 @@ def after(line: str, code: str) -> str:
 
 def test_a_campaign_keeps_no_forged_score_leaks_no_key_and_leaves_nothing_behind(tmp_path, cpu_data, monkeypatch):
     import dataclasses
-    import sqlite3
     from langchain_core.messages import AIMessage
     from graph import results
     from graph.configuration import Settings

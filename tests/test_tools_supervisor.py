@@ -1,7 +1,6 @@
 """tools/supervisor.py: a sandboxed run of a real (tiny) train.py on the real harness, scored apart.
 Statuses, what the model is told, the bounded log, and process hygiene."""
 
-import json
 import signal
 import subprocess
 import sys

@@ -40,6 +40,7 @@ SANDBOX_UID = 65534                  # nobody: the run owns nothing outside its 
 WORK_DIR = "/sandbox/work"           # the scratch directory, the run's cwd
 HARNESS_DIR = "/sandbox/harness"     # the pinned harness package (PYTHONPATH)
 DATA_DIR = "/sandbox/data"           # the data the run may see
+HANDOFF_MOUNT = "/sandbox/handoff"   # the scorer's read-only view of the model a training run handed over
 COMPILE_DIR = ".compile"             # torch.compile's caches, in the scratch directory
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",

@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nanochat.config import (DATA_ENV, HANDOFF_ENV, HANDOFF_FAILURE, HANDOFF_STATS, HARNESS_ENV, HARNESS_FILE,
+from nanochat.config import (DATA_ENV, HANDOFF_ENV, HANDOFF_FAILURE, HANDOFF_GRAPH, HANDOFF_STATS, HARNESS_ENV, HARNESS_FILE,
                              PROFILES, SUMMARY_KEYS, TRAIN_DATA_FILES, TRAIN_FILE, HarnessConfig, summary_text,
                              torch_has_bytecode)
 from nanochat.scorer import RESULT_MARKER
@@ -60,6 +60,7 @@ MAX_LINE_CHARS = 2_000   # a longer output line is cut in the log (a 30 MB line 
 MAX_LOG_BYTES = 32 * 2**20  # output past this is counted, not kept
 REDACT_MARGIN = 1_024    # bytes past a cut that are still redacted with the line (a secret's longest encoding)
 PID_FILE = "training.pid"  # in the run directory (the parent of logs/), while a training runs
+HANDOFF_DIR = "handoff"  # in a run's scratch directory: what H.finish leaves for the scorer
 COMPILE_SEED = "compile-cache"  # in the run dir: the baseline's compile caches, copied into every later run
 RUN_MARKER_ENV = "AUTORESEARCH_RUN"   # in every process of a run: how kill_stale_runs finds leftovers
 OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError")
@@ -104,7 +105,7 @@ class RunResult:
         if self.log_path:
             out.append(f"full log: {log_dir_name}/{Path(self.log_path).name} (readable with read_file)")
         if tail and self.status != "ok" and self.tail:
-            out += [f"last lines of the log:", self.tail]
+            out += ["last lines of the log:", self.tail]
         return "\n".join(out)
 
     def save(self, path) -> None:
@@ -455,7 +456,7 @@ def _start_training(launch: Launch, prestart: bool, train_py: Path | None = None
     spare gets it at `go`), running train.py, or with `prestart` warming up and waiting for `go`."""
     scratch = Path(tempfile.mkdtemp(prefix="autoresearch-run-"))
     os.chmod(scratch, 0o700)
-    (scratch / "handoff").mkdir()
+    (scratch / HANDOFF_DIR).mkdir()
     shutil.copyfile(launch.ws.root / HARNESS_FILE, scratch / HARNESS_FILE)
     if train_py is not None:
         shutil.copyfile(train_py, scratch / TRAIN_FILE)
@@ -464,7 +465,7 @@ def _start_training(launch: Launch, prestart: bool, train_py: Path | None = None
         shutil.copytree(seed, scratch / sandbox.COMPILE_DIR, symlinks=True)
     marker = new_marker(launch.pin.root.parent)
     env = {HARNESS_ENV: f"{sandbox.WORK_DIR}/{HARNESS_FILE}", DATA_ENV: sandbox.DATA_DIR,
-           HANDOFF_ENV: f"{sandbox.WORK_DIR}/handoff"}
+           HANDOFF_ENV: f"{sandbox.WORK_DIR}/{HANDOFF_DIR}"}
     argv = ["-m", "nanochat.prestart", TRAIN_FILE] if prestart else [TRAIN_FILE]
     proc, cap = launch.start(argv, scratch, _train_view(launch.pin), env, marker,
                              stdin=subprocess.PIPE if prestart else subprocess.DEVNULL, name="train")
@@ -613,11 +614,10 @@ def supervise(launch: Launch, log_path: Path, run_dir: Path, wall_limit: float, 
             kill_group(proc.pid)   # the sandbox (and with it every process inside it) or leftovers
             proc.wait()
             reader.join(timeout=10)   # EOF once every holder of the pipe is gone
-            spare.cap.close()
-            handoff = scratch / "handoff"
+            handoff = scratch / HANDOFF_DIR
             failure = read_json(handoff / HANDOFF_FAILURE)
             stats = read_json(handoff / HANDOFF_STATS) or {}
-            handoff_ok = (handoff / "graph.json").is_file()
+            handoff_ok = (handoff / HANDOFF_GRAPH).is_file()
             status, message = classify(proc.returncode, stopped, failure, handoff_ok, read_tail(log_path),
                                        wall_limit, budget)
             if seed_compile_cache and status == "ok":
@@ -664,10 +664,10 @@ def score(launch: Launch, handoff: Path, tmp_root: Path, marker: str) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="autoresearch-score-", dir=tmp_root))
     try:
         shutil.copyfile(launch.ws.root / HARNESS_FILE, scratch / HARNESS_FILE)
-        ro = {str(launch.pin.data_dir): sandbox.DATA_DIR, str(handoff): "/sandbox/handoff"}
+        ro = {str(launch.pin.data_dir): sandbox.DATA_DIR, str(handoff): sandbox.HANDOFF_MOUNT}
         env = {HARNESS_ENV: f"{sandbox.WORK_DIR}/{HARNESS_FILE}", DATA_ENV: sandbox.DATA_DIR}
         with open(scratch / "scorer.log", "wb") as err:
-            proc, cap = launch.start(["-m", "nanochat.scorer", "/sandbox/handoff"], scratch, ro, env, marker,
+            proc, cap = launch.start(["-m", "nanochat.scorer", sandbox.HANDOFF_MOUNT], scratch, ro, env, marker,
                                      stdout=subprocess.PIPE, stderr=err, name="score")
             try:
                 out, _ = proc.communicate(timeout=SCORER_WALL)
