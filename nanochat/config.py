@@ -26,6 +26,8 @@ HANDOFF_ENV = "NANOCHAT_HANDOFF"       # where H.finish leaves the trained model
 SUMMARY_ENV = "NANOCHAT_SUMMARY_FILE"  # by-hand runs (bench): where H.finish writes its summary as JSON
 CACHE_ENV = "AUTORESEARCH_CACHE"
 STARTED_ENV = "NANOCHAT_STARTED_AT"    # set by nanochat/prestart.py: when the run was asked for
+SEED_ENV = "NANOCHAT_SEED"             # the run's seed (H.seed), chosen by the campaign: repeats differ only in it
+DEFAULT_SEED = 42                      # H.seed of a run by hand without --seed
 DEFAULT_CACHE = Path.home() / ".cache" / "autoresearch-graph"
 FAIL_EXIT_CODE = 3                     # harness-detected failure (NaN, exploding loss)
 

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nanochat.config import (CACHE_ENV, DATA_ENV, DEFAULT_CACHE, FAIL_EXIT_CODE, HANDOFF_ENV, HANDOFF_FAILURE,
-                             HANDOFF_STATS, HARNESS_ENV, HARNESS_FILE, PROFILES, STARTED_ENV, SUMMARY_ENV,
+from nanochat.config import (CACHE_ENV, DATA_ENV, DEFAULT_CACHE, DEFAULT_SEED, FAIL_EXIT_CODE, HANDOFF_ENV, HANDOFF_FAILURE,
+                             HANDOFF_STATS, HARNESS_ENV, HARNESS_FILE, PROFILES, SEED_ENV, STARTED_ENV, SUMMARY_ENV,
                              TEMPLATE_PATH, HarnessConfig, HarnessError, Profile, render_train_py)
 
 # -----------------------------------------------------------------------------
@@ -538,8 +538,11 @@ def _peak_flops(device: str) -> float:
 class Harness:
     """The campaign's frozen context, as train.py sees it."""
 
-    def __init__(self, config: HarnessConfig, data: PreparedData):
+    def __init__(self, config: HarnessConfig, data: PreparedData, seed: int = DEFAULT_SEED):
         self.config = config
+        # The campaign's seed for this run: init and data order should follow it, so that repeated
+        # runs of one train.py differ only by it and their spread measures the seed noise
+        self.seed = int(seed)
         self.profile = config.resolved_profile()
         self.data = data
         self.seq_len = self.profile.seq_len
@@ -552,8 +555,9 @@ class Harness:
         self.handoff = os.environ.get(HANDOFF_ENV)   # set in a campaign: a scorer measures the model
         self.loaders: list[TrainLoader] = []
 
-    def train_loader(self, batch_size: int, seed: int = 0) -> TrainLoader:
-        loader = TrainLoader(self.data, self.seq_len, batch_size, self.device, seed)
+    def train_loader(self, batch_size: int, seed: int | None = None) -> TrainLoader:
+        """Batches in an order drawn from `seed` (default: H.seed)."""
+        loader = TrainLoader(self.data, self.seq_len, batch_size, self.device, self.seed if seed is None else seed)
         self.loaders.append(loader)   # finish() reports the tokens they served
         return loader
 
@@ -620,7 +624,19 @@ def _parse_cli(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--data")
     ap.add_argument("--time-budget", type=float)
     ap.add_argument("--cache-dir")
+    ap.add_argument("--seed", type=int)
     return ap.parse_known_args(argv)
+
+
+def resolve_seed(argv: list[str] | None = None) -> int:
+    """The run's seed: the campaign's ($NANOCHAT_SEED), else --seed, else DEFAULT_SEED."""
+    if os.environ.get(SEED_ENV):
+        try:
+            return int(os.environ[SEED_ENV])
+        except ValueError:
+            raise HarnessError(f"${SEED_ENV} must be an integer, got {os.environ[SEED_ENV]!r}") from None
+    args, _ = _parse_cli(sys.argv[1:] if argv is None else argv)
+    return DEFAULT_SEED if args.seed is None else args.seed
 
 
 def resolve_config(argv: list[str] | None = None) -> HarnessConfig:
@@ -644,6 +660,7 @@ def load_harness(argv: list[str] | None = None) -> Harness:
     In a campaign's sandbox the data is the train split only ($NANOCHAT_DATA)."""
     try:
         config = resolve_config(argv)
+        seed = resolve_seed(argv)
         profile = config.resolved_profile()
         _maybe_rerun_rendered_template(profile)
         if profile.device == "cuda" and not torch.cuda.is_available():
@@ -656,7 +673,7 @@ def load_harness(argv: list[str] | None = None) -> Harness:
     if profile.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     use_compile_cache(config.compile_cache)
-    return Harness(config, data)
+    return Harness(config, data, seed)
 
 
 def use_compile_cache(path: Path) -> None:

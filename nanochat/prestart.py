@@ -1,10 +1,11 @@
 """
 A training process started before it is needed: it does the slow, experiment-independent part of
 a run (importing torch, dynamo, inductor and Triton, creating the CUDA context, a tiny compile)
-while the agent is still thinking, then waits. On one line on stdin, `go <unix time>`, it runs
-train.py as `python train.py` would, from its cwd, counting the run's total_seconds from that time.
+while the agent is still thinking, then waits. On one line on stdin, `go <unix time> [seed]`, it
+runs train.py as `python train.py` would, from its cwd, counting the run's total_seconds from that
+time, with H.seed = seed (the seed is only known once the run is asked for).
 
-    python -m nanochat.prestart train.py      # then write "go 1764000000.0\n" to its stdin
+    python -m nanochat.prestart train.py      # then write "go 1764000000.0 7\n" to its stdin
 
 The supervisor (tools/supervisor.py) keeps one such spare process per campaign; nanochat.bench
 uses it to measure the overhead an experiment really adds. train.py is read only at `go`, so the
@@ -42,6 +43,11 @@ def warm_up() -> None:
     torch._dynamo.reset()                                    # leave no trace in dynamo's caches
 
 
+def torch_ready() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m nanochat.prestart TRAIN_FILE  (then 'go <unix time>' on stdin)", file=sys.stderr)
@@ -56,10 +62,12 @@ def main(argv: list[str]) -> int:
     if not line or line[0] != GO:
         return 0
     started = float(line[1]) if len(line) > 1 else time.time()
-    from nanochat.prepare import STARTED_ENV
+    from nanochat.config import SEED_ENV, STARTED_ENV
     os.environ[STARTED_ENV] = repr(started)
+    if len(line) > 2:
+        os.environ[SEED_ENV] = line[2]
     waited = started - ready
-    print(f"[prestart] warm-up (imports, CUDA, compiler) took {ready - t0:.1f}s, done "
+    print(f"[prestart] warm-up (imports{', CUDA, compiler' if torch_ready() else ''}) took {ready - t0:.1f}s, done "
           + (f"{waited:.1f}s before this run was asked for" if waited >= 0
              else f"{-waited:.1f}s after it (counted in this run's overhead)"), flush=True)
     sys.argv = [train_file]

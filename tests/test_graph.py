@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LR_LINE = next(l for l in render_train_py("cpu").splitlines() if l.startswith("MATRIX_LR = "))
 
 
-SEED_LINE = next(l for l in render_train_py("cpu").splitlines() if l.startswith("SEED = "))
-SEED_TO_CRASH = f"<<<<<<< SEARCH\n{SEED_LINE}\n=======\nSEED = 1 // 0\n>>>>>>> REPLACE\n"
+STEPS_LINE = next(l for l in render_train_py("cpu").splitlines() if l.startswith("UNTIMED_STEPS = "))
+STEPS_TO_CRASH = f"<<<<<<< SEARCH\n{STEPS_LINE}\n=======\nUNTIMED_STEPS = 1 // 0\n>>>>>>> REPLACE\n"
 
 
 def patch_lr(value: float) -> str:
@@ -89,9 +89,9 @@ def test_scripted_campaign_records_every_experiment(tmp_path, cpu_data):
         AIMessage("", tool_calls=[call("apply_patch", 2, patch="<<<<<<< SEARCH\nnot in the file\n=======\nx\n>>>>>>> REPLACE")]),
         AIMessage("Gave up: my patch did not apply"),                       # an iteration without training
         AIMessage("", tool_calls=[call("apply_patch", 3, patch=patch_lr("oops("))]),   # refused: syntax
-        AIMessage("", tool_calls=[call("apply_patch", 3, patch=SEED_TO_CRASH)]),   # compiles, then raises
+        AIMessage("", tool_calls=[call("apply_patch", 3, patch=STEPS_TO_CRASH)]),   # compiles, then raises
         AIMessage("", tool_calls=[call("run_training", 3)]),
-        AIMessage("SEED 1 // 0 (a crash)"),
+        AIMessage("UNTIMED_STEPS 1 // 0 (a crash)"),
     ])
     models = dataclasses.replace(offline_models(), agent=agent, offline=False, label="scripted")
     final = run_campaign(settings, models)

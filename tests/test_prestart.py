@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FACTS = f"""
 import json, os, sys
 print("facts " + json.dumps({{"run": os.environ.get("{RUN_MARKER_ENV}"), "started": os.environ.get("NANOCHAT_STARTED_AT"),
-                             "prefix": sys.pycache_prefix, "nobytecode": os.environ.get("PYTHONDONTWRITEBYTECODE")}}),
+                             "prefix": sys.pycache_prefix, "nobytecode": os.environ.get("PYTHONDONTWRITEBYTECODE"),
+                             "seed": H.seed}}),
       flush=True)
 """
 
@@ -48,16 +49,18 @@ def facts(result) -> dict:
 def test_the_next_run_is_served_by_the_spare_and_counts_from_go(ws, tmp_path):
     logs = tmp_path / "run" / "logs"
     before = snapshot(ws)
-    first = run_training(ws, logs_dir=logs, prestart=True)
+    first = run_training(ws, logs_dir=logs, prestart=True, seed=11)
     assert first.status == "ok", first
+    assert facts(first)["seed"] == 11 and first.seed == 11                # a spare started for this run
     assert Path(first.log_path).read_text().startswith("[prestart]")    # started then, told to go at once
     spare = supervisor._spare
     assert spare is not None and spare.proc.poll() is None               # the next run's sandbox, warming up
     time.sleep(1.0)
     asked = time.time()
-    second = run_training(ws, logs_dir=logs, prestart=True)
+    second = run_training(ws, logs_dir=logs, prestart=True, seed=12345)
     assert second.status == "ok" and second.val_bpb == first.val_bpb, second
     seen = facts(second)
+    assert seen["seed"] == 12345                                         # the seed came with `go`
     assert seen["run"] == spare.marker                                   # the spare ran it
     assert asked <= float(seen["started"]) <= time.time()               # its clock started at go, not at spawn
     assert seen["nobytecode"] == "1"                                     # nothing can be planted beside a source
@@ -87,8 +90,8 @@ def test_a_spare_for_another_harness_or_a_dead_spare_is_replaced(ws, tmp_path):
 
 @pytest.mark.slow
 def test_without_prestart_no_spare_is_left(ws, tmp_path):
-    run = run_training(ws, logs_dir=tmp_path / "run" / "logs")
-    assert run.status == "ok" and facts(run)["started"] is None
+    run = run_training(ws, logs_dir=tmp_path / "run" / "logs", seed=7)
+    assert run.status == "ok" and facts(run)["started"] is None and facts(run)["seed"] == 7
     assert supervisor._spare is None
 
 

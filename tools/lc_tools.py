@@ -16,6 +16,7 @@ from pathlib import Path
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
+from nanochat.config import DEFAULT_SEED
 from tools.patching import MAX_PATCH_BYTES, PatchError
 from tools.redact import MODEL_OUTPUT_CHARS, Redactor, clip_for_model
 from tools.supervisor import WALL_SLACK, RunResult, run_training, time_budget
@@ -141,9 +142,11 @@ def is_number(s) -> bool:
 def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, wall_limit=None,
                python: str = sys.executable, on_progress=None, prestart: bool = False,
                redactor: Redactor | None = None, output_chars: int = MODEL_OUTPUT_CHARS,
-               unsafe: bool = False) -> list[StructuredTool]:
+               unsafe: bool = False, seed: int = DEFAULT_SEED) -> list[StructuredTool]:
     """[read_file, apply_patch, run_training, read_metrics] bound to one campaign: its workspace,
-    its results.tsv (optional), the run's logs/ directory, its GPU and wall limit.
+    its results.tsv (optional), the run's logs/ directory, its GPU and wall limit. Every
+    run_training call trains with H.seed = `seed`, so the agent's own runs in one experiment
+    compare edits, not seeds.
 
     Each answer goes through `redactor` (the campaign's; none: only clipped) as the model sees text,
     then is clipped to `output_chars` characters."""
@@ -169,7 +172,7 @@ def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, w
     def run_training_tool() -> tuple[str, RunResult]:
         result = run_training(workspace, logs_dir=logs_dir, gpu=gpu, wall_limit=wall_limit, python=python,
                               on_progress=on_progress, prestart=prestart, results_path=results_path,
-                              redact=redactor.text if redactor else None, unsafe=unsafe)
+                              redact=redactor.text if redactor else None, unsafe=unsafe, seed=seed)
         return for_model(result.to_text(LOGS_MOUNT)), result
 
     def read_metrics() -> str:

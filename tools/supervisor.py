@@ -39,8 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nanochat.config import (DATA_ENV, HANDOFF_ENV, HANDOFF_FAILURE, HANDOFF_GRAPH, HANDOFF_STATS, HARNESS_ENV, HARNESS_FILE,
-                             PROFILES, SUMMARY_KEYS, TRAIN_DATA_FILES, TRAIN_FILE, HarnessConfig, summary_text,
+from nanochat.config import (DATA_ENV, DEFAULT_SEED, HANDOFF_ENV, HANDOFF_FAILURE, HANDOFF_GRAPH, HANDOFF_STATS, HARNESS_ENV, HARNESS_FILE,
+                             PROFILES, SEED_ENV, SUMMARY_KEYS, TRAIN_DATA_FILES, TRAIN_FILE, HarnessConfig, summary_text,
                              torch_has_bytecode)
 from nanochat.scorer import RESULT_MARKER
 from tools import integrity, sandbox
@@ -87,6 +87,7 @@ class RunResult:
     returncode: int | None = None
     wall_seconds: float = 0.0
     sandboxed: bool = True
+    seed: int | None = None      # H.seed of the run
 
     @property
     def val_bpb(self) -> float | None:
@@ -451,21 +452,24 @@ class Spare:
 _spare: Spare | None = None   # at most one per process, guarded by RUN_LOCK
 
 
-def _start_training(launch: Launch, prestart: bool, train_py: Path | None = None) -> Spare:
+def _start_training(launch: Launch, prestart: bool, train_py: Path | None = None, seed: int | None = None) -> Spare:
     """A training sandbox: a fresh scratch directory with harness.json (and train.py if given; a
-    spare gets it at `go`), running train.py, or with `prestart` warming up and waiting for `go`."""
+    spare gets it at `go`), running train.py, or with `prestart` warming up and waiting for `go`
+    (which also brings the seed)."""
     scratch = Path(tempfile.mkdtemp(prefix="autoresearch-run-"))
     os.chmod(scratch, 0o700)
     (scratch / HANDOFF_DIR).mkdir()
     shutil.copyfile(launch.ws.root / HARNESS_FILE, scratch / HARNESS_FILE)
     if train_py is not None:
         shutil.copyfile(train_py, scratch / TRAIN_FILE)
-    seed = launch.pin.root.parent / COMPILE_SEED
-    if seed.is_dir():   # a copy: what this run adds to its caches dies with its scratch directory
-        shutil.copytree(seed, scratch / sandbox.COMPILE_DIR, symlinks=True)
+    caches = launch.pin.root.parent / COMPILE_SEED
+    if caches.is_dir():   # a copy: what this run adds to its caches dies with its scratch directory
+        shutil.copytree(caches, scratch / sandbox.COMPILE_DIR, symlinks=True)
     marker = new_marker(launch.pin.root.parent)
     env = {HARNESS_ENV: f"{sandbox.WORK_DIR}/{HARNESS_FILE}", DATA_ENV: sandbox.DATA_DIR,
            HANDOFF_ENV: f"{sandbox.WORK_DIR}/{HANDOFF_DIR}"}
+    if seed is not None:
+        env[SEED_ENV] = str(int(seed))
     argv = ["-m", "nanochat.prestart", TRAIN_FILE] if prestart else [TRAIN_FILE]
     proc, cap = launch.start(argv, scratch, _train_view(launch.pin), env, marker,
                              stdin=subprocess.PIPE if prestart else subprocess.DEVNULL, name="train")
@@ -490,9 +494,9 @@ def discard_spare() -> None:
             spare.discard()
 
 
-def _go(spare: Spare) -> bool:
+def _go(spare: Spare, seed: int) -> bool:
     try:
-        spare.proc.stdin.write(f"go {time.time():.3f}\n".encode())
+        spare.proc.stdin.write(f"go {time.time():.3f} {int(seed)}\n".encode())
         spare.proc.stdin.close()
         return True
     except (BrokenPipeError, OSError, ValueError):
@@ -522,8 +526,9 @@ def ensure_pin(run_dir: Path, ws: Workspace) -> HarnessPin:
 
 def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = None, python: str = sys.executable,
                  on_progress=None, run_name: str | None = None, prestart: bool = False, results_path=None,
-                 redact=None, unsafe: bool = False, seed_compile_cache: bool = False) -> RunResult:
-    """Run the workspace's train.py once and say how it went. The log goes to `logs_dir/<name>.log`
+                 redact=None, unsafe: bool = False, seed_compile_cache: bool = False,
+                 seed: int = DEFAULT_SEED) -> RunResult:
+    """Run the workspace's train.py once, with H.seed = `seed`, and say how it went. The log goes to `logs_dir/<name>.log`
     and the RunResult to `logs_dir/<name>.json`; the pid file and the harness pin live in
     logs_dir's parent (the run dir). `redact` masks secrets in every line of the log.
     Raises HarnessTampered or TamperError (tools/workspace.py) when the harness or the campaign's
@@ -556,8 +561,8 @@ def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = No
             result = refused
         else:
             result = supervise(launch, log_path, run_dir, wall_limit, budget, on_progress, redact, spare, prestart,
-                               seed_compile_cache)
-        result.sandboxed = not unsafe
+                               seed_compile_cache, seed)
+        result.sandboxed, result.seed = not unsafe, seed
         result.save(log_path.with_suffix(".json"))
         ws.verify_unchanged(before, extra_files=guarded)
         pin.verify()
@@ -581,7 +586,8 @@ def precheck(source: str) -> RunResult | None:
 
 
 def supervise(launch: Launch, log_path: Path, run_dir: Path, wall_limit: float, budget: float, on_progress,
-              redact, spare: Spare | None, prestart: bool, seed_compile_cache: bool = False) -> RunResult:
+              redact, spare: Spare | None, prestart: bool, seed_compile_cache: bool = False,
+              seed: int = DEFAULT_SEED) -> RunResult:
     pid_file = run_dir / PID_FILE
     start = time.monotonic()
     started_at = time.time()
@@ -591,12 +597,12 @@ def supervise(launch: Launch, log_path: Path, run_dir: Path, wall_limit: float, 
             writer.write_text(UNSAFE_WARNING + "\n")
         if spare is not None:   # the spare reads train.py at `go`: the latest edit is what runs
             shutil.copyfile(launch.ws.root / TRAIN_FILE, spare.scratch / TRAIN_FILE)
-        if spare is None or not _go(spare):   # no spare (or it died): start one now and go at once
+        if spare is None or not _go(spare, seed):   # no spare (or it died): start one now and go at once
             if spare is not None:
                 spare.discard()
-            spare = _start_training(launch, prestart, launch.ws.root / TRAIN_FILE)
+            spare = _start_training(launch, prestart, launch.ws.root / TRAIN_FILE, seed)
             if prestart:
-                _go(spare)
+                _go(spare, seed)
         proc, scratch = spare.proc, spare.scratch
         pid_file.write_text(json.dumps({"pid": proc.pid, "marker": spare.marker, "scratch": [str(scratch)],
                                         "log": str(log_path), "started": started_at}))
