@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     )
     max_hours: float | None = Field(None, gt=0, description="stop starting new experiments after this many hours; None: no limit")
 
+    train: Path | None = Field(
+        None, description="start a new campaign from this train.py instead of the template (it must call "
+                          "load_harness() and H.finish(...); see README)"
+    )
+
     # --- the harness (pinned for a campaign)
     time_budget: float | None = Field(
         None, gt=0, description="training wall-clock budget per run, in seconds; None: the profile's"
@@ -120,6 +125,15 @@ class Settings(BaseSettings):
     max_agent_steps: int = Field(12, ge=1, description="tool calls the agent may make in one experiment")
     min_improvement: float = Field(
         0.0, ge=0, description="how much val_bpb must drop below the best for a change to be kept"
+    )
+    noise_runs: int | None = Field(
+        None, ge=1, description="runs of each measured code, each on its own seed: the baseline's (to measure "
+                                "seed noise) and a candidate's before it can be kept; 1: judge on one run, "
+                                "noise-blind; None: 3 on a GPU, 4 on the cpu profile"
+    )
+    confidence: float = Field(
+        0.975, gt=0.5, lt=1, description="one-sided confidence of the keep test: a candidate's gain over the best "
+                                         "must be this unlikely to be seed noise (docs/NOISE.md)"
     )
     prompts_dir: Path | None = Field(
         None, description="folder of prompt .md files overriding the packaged ones of the same name; None: packaged only"

@@ -1,14 +1,17 @@
 """
 The campaign graph:
 
-    setup -> plateau -> [director] -> agent -> judge -> plateau -> ... -> END
+    setup -> plateau -> [director] -> agent -> judge -> [confirm -> judge]* -> plateau -> ... -> END
 
-setup runs the baseline (row 1 of results.tsv); plateau sends the campaign through the director
-(graph/director.py) once --plateau-patience experiments in a row went without a keep, counting
-from the last keep or the last director firing, so a steady stall meets the director every K;
-agent is a tool-calling loop over the four tools; judge keeps or discards deterministically and
-records the row. Every node is idempotent on resume: a node re-run after a kill finds what its
-killed run already did (a recorded row, a commit) and does not do it twice.
+setup runs the baseline --noise-runs times with different seeds (the campaign's first measure of
+seed noise); plateau sends the campaign through the director (graph/director.py) once
+--plateau-patience experiments in a row went without a keep, counting from the last keep or the
+last director firing, so a steady stall meets the director every K; agent is a tool-calling loop
+over the four tools; judge records each run as a row of results.tsv and applies graph/noise.py's
+rule: discard, keep, or (a run that beats the best's mean) confirm, which re-runs the same commit
+with a fresh seed and hands the run back to judge. Every node is idempotent on resume: a node
+re-run after a kill finds what its killed run already did (recorded rows, a commit) and does not
+do it twice; a run killed mid-way is run again with the same seed.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
-from graph import results
+from graph import noise, results
 from graph.configuration import Settings
 from graph.llm import LLMUnavailable, Models, invoke_with_retry
 from graph.prompts import directive_section, render_prompt
 from graph.state import CampaignState, Outcome
 from graph.tracing import annotate
+from nanochat.config import HARNESS_FILE, HarnessConfig
 from tools import RunResult, Workspace, make_tools, run_training
 from tools.redact import Redactor, clip_for_model
 from tools.workspace import git
@@ -70,17 +74,32 @@ class Campaign:
     def logs_dir(self) -> Path:
         return self.run_dir / "logs"
 
-    def tools(self):
+    @property
+    def noise_runs(self) -> int:
+        """Runs of each measured code: the baseline's, and a candidate's before it can be kept."""
+        if self.settings.noise_runs:
+            return self.settings.noise_runs
+        device = HarnessConfig.read(self.workspace.root / HARNESS_FILE).resolved_profile().device
+        return noise.default_runs(device)
+
+    def seed(self, iteration: int, run: int) -> int:
+        return noise.run_seed(self.settings.campaign, iteration, run)
+
+    def tools(self, seed: int):
         return make_tools(self.workspace, results_path=self.results_path, logs_dir=self.logs_dir,
                           gpu=self.settings.gpu, on_progress=self.on_progress, prestart=self.settings.prestart,
-                          redactor=self.redactor, unsafe=self.settings.unsafe_no_sandbox)
+                          redactor=self.redactor, unsafe=self.settings.unsafe_no_sandbox, seed=seed)
 
-    def train(self, run_name: str, baseline: bool = False) -> RunResult:
-        """A run outside the agent's loop: the baseline, whose compile caches seed every later run."""
+    def train(self, run_name: str, seed: int, baseline: bool = False) -> RunResult:
+        """A run outside the agent's loop: the baseline's (the first one's compile caches seed every
+        later run) and the confirmations'."""
         return run_training(self.workspace, logs_dir=self.logs_dir, gpu=self.settings.gpu,
                             on_progress=self.on_progress, run_name=run_name, prestart=self.settings.prestart,
                             results_path=self.results_path, redact=self.redactor.text,
-                            unsafe=self.settings.unsafe_no_sandbox, seed_compile_cache=baseline)
+                            unsafe=self.settings.unsafe_no_sandbox, seed_compile_cache=baseline, seed=seed)
+
+    def rows(self, iteration: int) -> list:
+        return [r for r in results.rows(self.results_path) if r.iteration == iteration]
 
 
 # -----------------------------------------------------------------------------
@@ -92,22 +111,38 @@ def setup_node(c: Campaign):
             annotate(config, iteration=0, commit=_short(state["best_commit"]), status="done before")
             return {}
         started = state.get("started_at") or time.time()
-        row = results.row_for_iteration(c.results_path, 0)
-        if row is None:   # the baseline has not been recorded yet (first start, or killed mid-run)
+        runs = c.noise_runs
+        done = c.rows(0)
+        while not done or done[-1].status == noise.MEASURE:   # killed mid-way: the missing runs only
+            k = len(done) + 1
             c.workspace.discard()
-            c.on_event("phase", {"iteration": 0, "phase": "baseline training"})
-            run = c.train("iter-00000-baseline", baseline=True)
+            c.on_event("phase", {"iteration": 0, "phase": "baseline training" if runs == 1 else
+                                 f"baseline training (run {k} of {runs}: measuring seed noise)"})
+            run = c.train(f"iter-00000-baseline-{k}", seed=c.seed(0, k), baseline=k == 1)
             if run.status != "ok":
                 c.on_event("error", {"message": f"the baseline train.py failed ({run.status}): {run.message}"})
                 annotate(config, iteration=0, status=f"baseline {run.status}")
                 return {"stop_reason": f"baseline failed: {run.status}", "started_at": started,
                         "iteration": 0, "stall": 0, "plateau": 0}
             sha = c.workspace.keep("baseline")
-            results.append_row(c.results_path, _row(sha, run, "keep", "baseline", 0, run.val_bpb))
-            row = results.row_for_iteration(c.results_path, 0)
-        c.on_event("recorded", {"iteration": 0, "status": "keep", "val_bpb": row.val_bpb, "description": "baseline"})
-        annotate(config, iteration=0, commit=row.commit, val_bpb=row.val_bpb, status=row.status)
-        return {"iteration": 0, "baseline_val_bpb": row.val_bpb, "best_val_bpb": row.val_bpb,
+            values = [r.val_bpb for r in done if r.val_bpb is not None] + [run.val_bpb]
+            measured = noise.Noise.pooled([values])
+            if k < runs:
+                status, reason = noise.MEASURE, f"baseline run {k} of {runs} (measuring seed noise)"
+            else:
+                status = "keep"
+                reason = f"baseline: mean of {k} run(s); " + (measured.describe() if k > 1 else
+                                                              "--noise-runs 1: seed noise not measured")
+            results.append_row(c.results_path, {
+                **_row(sha, run, status, "baseline", 0, noise.mean(values) if status == "keep" else None),
+                **_measured(run, k, values, measured, reason)})
+            c.on_event("recorded", {"iteration": 0, "status": status, "val_bpb": run.val_bpb, "description": "baseline",
+                                    "reason": reason})
+            done = c.rows(0)
+        row = done[-1]
+        best = standing(c).best_mean
+        annotate(config, iteration=0, commit=row.commit, val_bpb=best, status=row.status)
+        return {"iteration": 0, "baseline_val_bpb": best, "best_val_bpb": best,
                 "best_commit": c.workspace.best_commit(), "stall": 0, "plateau": 0, "directive": "", "started_at": started,
                 "stop_reason": ""}
     return setup
@@ -154,15 +189,28 @@ def judge_node(c: Campaign):
     def judge(state: CampaignState, config: RunnableConfig) -> dict:
         iteration = state["iteration"] + 1
         outcome: Outcome = state.get("outcome") or {}
-        row = results.row_for_iteration(c.results_path, iteration)
-        if row is None:      # not recorded yet (a judge killed after recording skips to the end)
-            row = record(c, state, iteration, outcome)
-        kept = row.status == "keep"
-        if not kept:
-            c.workspace.discard()
-        best = row.val_bpb if kept else state["best_val_bpb"]
+        attempt = outcome.get("attempt", 1)
+        rows = c.rows(iteration)
+        if len(rows) < attempt:   # not recorded yet (a judge killed after recording skips to the end)
+            record(c, state, iteration, outcome, attempt)
+            rows = c.rows(iteration)
+        row = rows[-1]
+        sha = experiment_commit(c, iteration)
         c.on_event("recorded", {"iteration": iteration, "status": row.status, "val_bpb": row.val_bpb,
-                                "description": row.description, "best": best})
+                                "description": row.description, "reason": _reason(row)})
+        if row.status == noise.MEASURE:          # a candidate: confirm it on a fresh seed
+            c.workspace.checkout(sha)
+            annotate(config, iteration=iteration, commit=row.commit, val_bpb=row.val_bpb, status=row.status)
+            return {"outcome": {**outcome, "confirm": True}}
+        kept = row.status == "keep"
+        if kept:
+            c.workspace.checkout(sha)
+            c.workspace.keep(f"keep {iteration}")
+        else:
+            c.workspace.discard()
+        best = standing(c).best_mean
+        c.on_event("verdict", {"iteration": iteration, "status": row.status, "best": best, "reason": _reason(row),
+                               "runs": len(rows)})
         annotate(config, iteration=iteration, commit=row.commit, val_bpb=row.val_bpb, status=row.status,
                  best_val_bpb=best)
         directive_used = bool(outcome.get("directive"))
@@ -174,37 +222,106 @@ def judge_node(c: Campaign):
     return judge
 
 
-def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome):
-    """Decide keep / discard / crash, commit or reset, and append the row (flushed)."""
+def route_after_judge(state: CampaignState) -> str:
+    return "confirm" if (state.get("outcome") or {}).get("confirm") else "plateau"
+
+
+def confirm_node(c: Campaign):
+    def confirm(state: CampaignState, config: RunnableConfig) -> dict:
+        """Run the candidate's commit again on the next seed; the judge records it."""
+        iteration = state["iteration"] + 1
+        attempt = len(c.rows(iteration)) + 1
+        c.workspace.checkout(experiment_commit(c, iteration))
+        annotate(config, iteration=iteration, commit=_short(c.workspace.head()), run=attempt)
+        c.on_event("phase", {"iteration": iteration, "phase": f"confirming (run {attempt} of {c.noise_runs})"})
+        run = c.train(f"iter-{iteration:05d}-run-{attempt}", seed=c.seed(iteration, attempt))
+        fault_point("confirm-after-run")
+        return {"outcome": {**(state.get("outcome") or {}), "run": asdict(run), "attempt": attempt, "confirm": False}}
+    return confirm
+
+
+@dataclass
+class Standing:
+    """Where the campaign stands, from results.tsv: the best code's runs and the pooled noise."""
+    best: list
+    noise: noise.Noise
+
+    @property
+    def best_mean(self) -> float | None:
+        return noise.mean(self.best)
+
+
+def standing(c: Campaign, extra: tuple[int, float] | None = None) -> Standing:
+    """From every recorded run (plus `extra`, an (iteration, val_bpb) not recorded yet)."""
+    groups: dict[int, list[float]] = {}
+    best_iteration = None
+    for r in results.rows(c.results_path):
+        if r.iteration is None:
+            continue
+        if r.val_bpb is not None and r.status != "crash":
+            groups.setdefault(r.iteration, []).append(r.val_bpb)
+        if r.status == "keep":
+            best_iteration = r.iteration
+    best = list(groups.get(best_iteration, []))
+    if extra is not None:
+        groups.setdefault(extra[0], []).append(extra[1])
+    return Standing(best, noise.Noise.pooled(groups.values()))
+
+
+def experiment_commit(c: Campaign, iteration: int) -> str | None:
+    return git(c.workspace.root, "rev-parse", "-q", "--verify", EXPERIMENT_REF.format(iteration), check=False) or None
+
+
+def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome, attempt: int):
+    """Judge one run of an experiment and append its row (flushed). The first run's code is
+    committed and kept reachable under refs/autoresearch/experiments/; later runs ran that commit."""
     run = RunResult(**outcome["run"]) if outcome.get("run") else None
     description = outcome.get("description") or "(no description)"
-    best = state["best_val_bpb"]
-    sha = "-"
-    if run is None:
-        status = "no-run"
-        description = f"{description} ({outcome.get('note') or 'the agent did not train'})"
-    else:
+    before = standing(c)
+    earlier = [r.val_bpb for r in c.rows(iteration) if r.val_bpb is not None and r.status != "crash"]
+    sha = experiment_commit(c, iteration) or "-"
+    if run is not None and attempt == 1:
         # commit exactly the code that was trained, kept or not, and keep a ref to it
         c.workspace.discard()
         (c.workspace.root / "train.py").write_text(outcome.get("trained_source") or "")
         sha = c.workspace.commit(f"experiment {iteration}: {description}")
         git(c.workspace.root, "update-ref", EXPERIMENT_REF.format(iteration), sha)
-        if run.status != "ok":
-            status = "crash"
-        elif run.val_bpb is not None and run.val_bpb < best - c.settings.min_improvement:
-            status = "keep"
-            c.workspace.keep(f"keep {iteration}: {description}")
-        else:
-            status = "discard"
-    new_best = run.val_bpb if status == "keep" else best
+    values, measured = earlier, before.noise
+    if run is None:
+        status = "no-run"
+        reason = outcome.get("note") or "the agent did not train"
+        description = f"{description} ({reason})"
+    elif run.status != "ok":
+        status = "crash"
+        reason = (f"crashed ({run.status})" if attempt == 1 else
+                  f"confirmation run {attempt} crashed ({run.status}): a change must train reliably to be kept")
+    else:
+        values = earlier + [run.val_bpb]
+        measured = standing(c, extra=(iteration, run.val_bpb)).noise
+        decision = noise.decide(values, before.best, measured, c.noise_runs, c.settings.min_improvement,
+                                c.settings.confidence)
+        status, reason = decision.status, decision.reason
+    new_best = noise.mean(values) if status == "keep" else before.best_mean
     fault_point("judge-before-row")
     results.append_row(c.results_path, {
         **_row(sha, run, status, description, iteration, new_best),
+        **_measured(run, attempt, values, measured, reason),
         "directive": (state.get("directive_short") or outcome["directive"]) if outcome.get("directive") else "",
         "agent_choice": outcome.get("agent_choice", ""),
     })
     fault_point("judge-after-row")
-    return results.row_for_iteration(c.results_path, iteration)
+
+
+def _measured(run: RunResult | None, attempt: int, values: list, measured: noise.Noise, reason: str) -> dict:
+    """The noise columns of a row: its seed, the experiment's runs so far, their mean, the campaign's σ."""
+    m = noise.mean(values)
+    return {"seed": run.seed if run and run.seed is not None else "", "runs": attempt if run else "",
+            "mean": f"{m:.6f}" if m is not None else "", "reason": reason,
+            "sigma": f"{measured.sigma:.6f}" if measured.sigma is not None else ""}
+
+
+def _reason(row) -> str:
+    return getattr(row, "reason", "") or ""
 
 
 def fault_point(name: str) -> None:
@@ -250,10 +367,13 @@ def stop_reason(c: Campaign, state: CampaignState) -> str:
 def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
               config: RunnableConfig | None = None) -> Outcome:
     s = c.settings
-    tools = {t.name: t for t in c.tools()}
+    tools = {t.name: t for t in c.tools(seed=c.seed(iteration, 1))}
+    now = standing(c)
     values = {
         "iteration": iteration,
         "best_val_bpb": f"{state['best_val_bpb']:.6f}",
+        "best_runs": len(now.best),
+        "noise": noise_text(c, now),
         "baseline_val_bpb": f"{state['baseline_val_bpb']:.6f}",
         "history": results.history_table(c.results_path),
         "stall": stall_text(state.get("stall", 0), s.plateau_patience),
@@ -334,6 +454,20 @@ def _short(sha: str | None) -> str | None:
     return sha[:7] if sha else None
 
 
+def noise_text(c: Campaign, now: Standing) -> str:
+    """The campaign's seed noise and the margin a candidate must beat the best by, for the agent."""
+    runs = c.noise_runs
+    if runs == 1:
+        return "not measured (--noise-runs 1): a change is kept on one run that beats the best"
+    if now.noise.sigma is None:
+        return "not measured yet"
+    crit = noise.critical_t(c.settings.confidence, now.noise.df + runs - 1)   # the df once confirmed
+    margin = crit * now.noise.sigma * (1 / max(len(now.best), 1) + 1 / runs) ** 0.5
+    return (f"σ = {now.noise.sigma:.4f} per run ({now.noise.runs} repeated runs). A candidate is re-run to "
+            f"{runs} runs and kept if their mean beats the best mean by about {margin:.4f} or more "
+            f"(t ≥ {crit:.2f}, one-sided {c.settings.confidence:.1%})")
+
+
 def stall_text(stall: int, patience: int) -> str:
     if stall == 0:
         return "The last experiment improved the best result (or this is the first one)."
@@ -364,6 +498,8 @@ def build_graph(c: Campaign, checkpointer=None):
         g.add_edge("director", "agent")
         targets.append("director")
     g.add_conditional_edges("plateau", route_after_plateau(c), targets)
+    g.add_node("confirm", confirm_node(c))
     g.add_edge("agent", "judge")
-    g.add_edge("judge", "plateau")
+    g.add_conditional_edges("judge", route_after_judge, ["confirm", "plateau"])
+    g.add_edge("confirm", "judge")
     return g.compile(checkpointer=checkpointer)

@@ -35,7 +35,7 @@ DIRECTOR_DIRECTIVE = "director_directive.md"
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     AGENT_SYSTEM: (),
     AGENT_TASK: (
-        "iteration", "best_val_bpb", "baseline_val_bpb", "history",
+        "iteration", "best_val_bpb", "best_runs", "baseline_val_bpb", "noise", "history",
         "directive_section", "stall", "max_agent_steps",
     ),
     AGENT_DIRECTIVE: ("directive",),

@@ -37,8 +37,11 @@ DEMO_ITERATIONS = 4          # offline with no stop condition given: a demo of a
 CHECKPOINT_DB = "checkpoints.sqlite"
 RECURSION_LIMIT = 10**7      # the loop is bounded by its stop conditions, not by LangGraph
 STEP_RE = re.compile(r"^step \d+ \|\s*([\d.]+)%")
+MAX_TRAIN_BYTES = 1_000_000  # --train: bigger is not a training script
+HARNESS_CALLS = {"load_harness()": r"\bload_harness\s*\(", "H.finish(...)": r"\.finish\s*\("}
 
 console = Console()
+STATUS_COLOURS = {"keep": "green", "discard": "yellow", "crash": "red", "measure": "cyan"}
 
 
 class CampaignError(RuntimeError):
@@ -59,6 +62,9 @@ def open_campaign(settings: Settings, models) -> tuple[Campaign, bool]:
     else:
         sandbox.require()                    # no sandbox here: refuse before anything is created
     if settings.resume:
+        if settings.train:
+            raise CampaignError("--train starts a new campaign from a train.py; a resumed campaign goes on "
+                                "from its own best code (drop --train, or start a new --campaign)")
         if not (run_dir / CHECKPOINT_DB).exists():
             raise CampaignError(f"nothing to resume: {run_dir} holds no campaign (no {CHECKPOINT_DB})")
         killed = kill_stale_runs(run_dir)
@@ -69,16 +75,42 @@ def open_campaign(settings: Settings, models) -> tuple[Campaign, bool]:
         if run_dir.exists() and any(run_dir.iterdir()):
             raise CampaignError(f"campaign {settings.campaign!r} already exists in {run_dir}: "
                                 f"add --resume to continue it, or pick another --campaign")
+        train_py = read_train_py(settings.train) if settings.train else None
         profile = resolve_profile(settings)
         config = HarnessConfig(profile=profile, data=settings.data, time_budget=settings.time_budget)
         # bad data or profile fails here, before a run dir exists (the data is cached for later)
         data = prepare_data(config, log=lambda s: console.print(f"[dim]{s}[/]"))
         run_dir.mkdir(parents=True, exist_ok=True)
-        workspace = Workspace.create(ws_dir, config)
+        workspace = Workspace.create(ws_dir, config, train_py)
         HarnessPin.create(run_dir, data.dir)   # the harness copy and the hashes every run is checked against
     campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace)
     campaign.director = Director(campaign)    # offline models get the offline director, same nodes
     return campaign, settings.resume
+
+
+def read_train_py(path: Path) -> str:
+    """A user's train.py for --train, checked before anything is created or trained: readable
+    text that compiles, passes the integrity check, and uses the harness."""
+    from tools.supervisor import precheck
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CampaignError(f"--train {path}: no such file")
+    if path.stat().st_size > MAX_TRAIN_BYTES:
+        raise CampaignError(f"--train {path}: {path.stat().st_size:,} bytes; a train.py over "
+                            f"{MAX_TRAIN_BYTES:,} bytes is not a training script")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CampaignError(f"--train {path}: cannot read it as UTF-8 text ({e})") from None
+    refused = precheck(source)
+    if refused is not None:
+        raise CampaignError(f"--train {path}: {refused.message}")
+    missing = [call for call, pattern in HARNESS_CALLS.items() if not re.search(pattern, source)]
+    if missing:
+        raise CampaignError(f"--train {path}: it never calls {' or '.join(missing)}. A campaign's train.py gets "
+                            "its data, seed and budget from `H = load_harness()` and ends with `H.finish(model, ...)`, "
+                            "which hands the model to the scorer; see nanochat/train.py and the README")
+    return source
 
 
 class LiveUI:
@@ -110,15 +142,17 @@ class LiveUI:
             self.iteration = data.get("iteration", self.iteration)
             if self.task is not None:
                 p.remove_task(self.task)
-            total = 100 if data["phase"] in ("training", "baseline training") else None
+            total = 100 if data["phase"].startswith(("training", "baseline training", "confirming")) else None
             self.task = p.add_task(self.status(data["phase"]), total=total)
         elif kind == "recorded":
             refresh_report(self.c.run_dir)
-            if data.get("status") == "keep":
-                self.best = data.get("val_bpb")
-            colour = {"keep": "green", "discard": "yellow", "crash": "red"}.get(data["status"], "white")
+            colour = STATUS_COLOURS.get(data["status"], "white")
             bpb = f"{data['val_bpb']:.6f}" if data.get("val_bpb") else "-"
             p.console.print(f"[{colour}]#{data['iteration']:<3} {data['status']:<8}[/] val_bpb {bpb}  {data['description']}")
+            if data.get("reason"):
+                p.console.print(f"     [dim]{data['reason']}[/]")
+        elif kind == "verdict":
+            self.best = data.get("best")
         elif kind == "stall":
             self.stall = data["stall"]
         elif kind == "tool":
@@ -155,7 +189,7 @@ def summary_table(run_dir: Path) -> Table:
     for col in ("#", "status", "val_bpb", "description"):
         t.add_column(col)
     for r in results.rows(run_dir / "results.tsv"):
-        colour = {"keep": "green", "discard": "yellow", "crash": "red"}.get(r.status, "white")
+        colour = STATUS_COLOURS.get(r.status, "white")
         t.add_row(str(r.iteration), f"[{colour}]{r.status}", f"{r.val_bpb:.6f}" if r.val_bpb else "-", r.description)
     return t
 
@@ -171,6 +205,12 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
     console.print(f"models: {campaign.models.label}")
     console.print(f"harness: profile {config.profile}, data {config.data}, {config.budget:.0f}s per run"
                   f"{' on the CPU (no GPU)' if config.profile == 'cpu' else ''}")
+    runs = campaign.noise_runs
+    console.print(f"judge: {runs} runs per measured code (baseline and candidates, one seed each), kept at "
+                  f"{settings.confidence:.1%} one-sided confidence over seed noise" if runs > 1 else
+                  "[yellow]judge: one run per experiment (--noise-runs 1): noise-blind, a lucky seed can be kept[/]")
+    if settings.train and not resumed:
+        console.print(f"train.py: from {settings.train}")
     prepare_data(config, log=lambda s: console.print(f"[dim]{s}[/]"))   # before the baseline's clock
 
     ui = LiveUI(campaign)

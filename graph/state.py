@@ -11,12 +11,14 @@ class Outcome(TypedDict, total=False):
     directive: str          # the directive that was pending for this iteration ("" if none)
     agent_choice: str       # followed | adapted | rejected | "" (no directive)
     note: str               # why there was no run (LLM unavailable, out of steps, ...)
+    attempt: int            # which run of the experiment `run` is: 1 the agent's, 2.. confirmations
+    confirm: bool           # the judge wants another run of this experiment (graph/noise.py)
 
 
 class CampaignState(TypedDict, total=False):
     iteration: int          # experiments recorded after the baseline (the baseline is 0)
     baseline_val_bpb: float
-    best_val_bpb: float
+    best_val_bpb: float     # the best code's mean over its runs
     best_commit: str
     stall: int              # consecutive iterations without a keep (shown to the prompts and the UI)
     plateau: int            # iterations without a keep since the last keep or director firing (routing)

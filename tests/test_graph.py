@@ -68,8 +68,10 @@ def experiment(i, lr, description):
 
 def settings_for(tmp_path, cpu_data, **kw) -> Settings:
     config, _ = cpu_data
+    # one run per experiment (noise-blind): these tests are about the loop; tests/test_noise_campaign.py
+    # runs the noise-aware judge
     base = dict(campaign="t", runs_dir=tmp_path / "runs", profile="cpu", data=config.data, time_budget=2,
-                max_iterations=2, offline=True, plateau_patience=99)
+                max_iterations=2, offline=True, plateau_patience=99, noise_runs=1)
     return Settings(**{**base, **kw})
 
 
@@ -222,7 +224,7 @@ def _cli(tmp_path, cpu_data, *extra, env_extra=None):
     env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env_extra or {})})
     args = [sys.executable, "-m", "graph.run", "--campaign", "k", "--runs-dir", str(tmp_path / "runs"),
             "--profile", "cpu", "--data", config.data, "--time-budget", "3", "--max-iterations", "2",
-            "--offline", *extra]
+            "--offline", "--noise-runs", "1", *extra]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 

@@ -351,10 +351,13 @@ class Workspace:
 
     def discard(self) -> str:
         """Throw the experiment away: reset train.py (and HEAD) to the best commit."""
-        best = self.best_commit()
-        git(self.root, "reset", "-q", "--hard", best)
+        return self.checkout(self.best_commit())
+
+    def checkout(self, sha: str) -> str:
+        """Make the workspace exactly commit `sha` (e.g. an experiment to run again)."""
+        git(self.root, "reset", "-q", "--hard", sha)
         git(self.root, "clean", "-q", "-fd")  # files a run left in the workspace
-        return best
+        return sha
 
     # -------------------------------------------------------------------------
     # Checks around a training run: the run may not move HEAD or the campaign's refs, nor touch
