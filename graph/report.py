@@ -32,41 +32,18 @@ Definitions (the same words appear in report.md):
 """
 
 import argparse
-import csv
 import json
 import logging
-import math
 import os
 import sys
-from dataclasses import dataclass
-from datetime import datetime
+
+from graph.results import CRASH, RESULTS_FILE, ResultsError, read_results, resolve_tsv
 
 # -----------------------------------------------------------------------------
 # Constants
 
-RESULTS_FILE = "results.tsv"
 REPORT_FILE = "report.md"
 PLOT_FILE = "progress.png"
-
-# header -> format name; matched on the exact column names, lower-cased, in order
-FORMATS = {
-    "ours": ("commit", "val_bpb", "memory_gb", "status", "description", "iteration",
-             "best_val_bpb", "training_seconds", "total_seconds", "directive", "agent_choice",
-             "timestamp", "sandbox"),
-    "ours-v1": ("commit", "val_bpb", "memory_gb", "status", "description", "iteration",   # before the sandbox
-                "best_val_bpb", "training_seconds", "total_seconds", "directive", "agent_choice",
-                "timestamp"),
-    "autoresearch": ("commit", "val_bpb", "memory_gb", "status", "description"),
-    "autoautoresearch": ("iter", "val_bpb", "best_val_bpb", "memory_gb", "status", "description",
-                         "timestamp"),
-}
-
-KEEP, DISCARD, CRASH, NO_RUN = "keep", "discard", "crash", "no-run"
-# spellings other tools (or a hand-edited file) use for the same statuses
-STATUS_ALIASES = {"kept": KEEP, "baseline": KEEP, "discarded": DISCARD, "crashed": CRASH,
-                  "no_run": NO_RUN, "norun": NO_RUN}
-# a directive counts for a keep only if the agent actually acted on it
-LED_CHOICES = ("followed", "adapted")
 
 EXIT_USAGE = 2  # missing file, unknown header: the caller's mistake, not ours
 
@@ -76,142 +53,6 @@ DPI = 110
 MAX_LABELS = 8       # annotate only the biggest wins, or the plot turns into text
 LABEL_CHARS = 32     # truncate annotated descriptions to this many characters
 OFFSCALE_SPAN = 3.0  # y axis reaches baseline + this many (baseline - best) spans; above is off scale
-
-log = logging.getLogger("graph.report")
-
-
-class ReportError(Exception):
-    """A problem the user can fix (wrong path, foreign file); the CLI prints it and exits 2."""
-
-
-# -----------------------------------------------------------------------------
-# Reading results.tsv
-
-@dataclass
-class Row:
-    index: int                 # 0-based position among the parsed rows; 0 is the baseline
-    fmt: str                   # which of FORMATS the row was read from
-    status: str                # normalized: keep | discard | crash | no-run | (anything else, lower-cased)
-    val_bpb: float | None      # None when the run produced no metric (crash convention 0.000000)
-    description: str = ""
-    commit: str = ""
-    memory_gb: float | None = None
-    iteration: int | None = None
-    training_seconds: float | None = None
-    total_seconds: float | None = None
-    directive: str = ""
-    agent_choice: str = ""
-    timestamp: datetime | None = None
-
-    @property
-    def kept(self):
-        return self.status == KEEP
-
-    @property
-    def directive_led(self):
-        return bool(self.directive) and self.agent_choice in LED_CHOICES
-
-
-def _number(text, kind=float):
-    """Empty means unknown (None); anything else must parse, or the row is damaged."""
-    text = text.strip()
-    return kind(text) if text else None
-
-
-def _lenient_number(text):
-    # memory_gb is informational only: a stray "N/A" should not cost us the whole experiment
-    try:
-        return _number(text)
-    except ValueError:
-        return None
-
-
-def _timestamp(text):
-    text = text.strip()
-    return datetime.fromisoformat(text) if text else None
-
-
-def _metric(text):
-    # autoresearch writes 0.000000 for a crashed run; nan/inf/negatives are no metric either
-    value = float(text)
-    return value if math.isfinite(value) and value > 0 else None
-
-
-def _status(text):
-    status = text.strip().lower()
-    return STATUS_ALIASES.get(status, status)
-
-
-def _parse_row(fmt, fields, index):
-    """One tsv line's fields -> Row. Raises ValueError on a damaged line."""
-    columns = FORMATS[fmt]
-    if len(fields) != len(columns):
-        raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
-    f = dict(zip(columns, fields))
-    if not f["status"].strip():
-        raise ValueError("empty status")
-    row = Row(index=index, fmt=fmt, status=_status(f["status"]), val_bpb=_metric(f["val_bpb"]),
-              description=f["description"].strip(), memory_gb=_lenient_number(f["memory_gb"]))
-    ours = fmt.startswith("ours")
-    if ours or fmt == "autoresearch":
-        row.commit = f["commit"].strip()
-    if ours:
-        row.iteration = _number(f["iteration"], int)
-        row.training_seconds = _number(f["training_seconds"])
-        row.total_seconds = _number(f["total_seconds"])
-        row.directive = f["directive"].strip()
-        row.agent_choice = f["agent_choice"].strip().lower()
-    if fmt == "autoautoresearch":
-        row.iteration = _number(f["iter"], int)
-    if ours or fmt == "autoautoresearch":
-        row.timestamp = _timestamp(f["timestamp"])
-    return row
-
-
-def resolve_tsv(path):
-    """A run dir or a tsv file -> the tsv path. Raises ReportError if there is none."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, RESULTS_FILE)
-    if not os.path.isfile(path):
-        raise ReportError(f"no results file at {path}")
-    return path
-
-
-def detect_format(header_line):
-    columns = tuple(c.strip().lower() for c in header_line.lstrip("\ufeff").rstrip("\r\n").split("\t"))
-    for fmt, expected in FORMATS.items():
-        if columns == expected:
-            return fmt
-    known = "; ".join(f"{fmt} ({len(cols)} columns)" for fmt, cols in FORMATS.items())
-    raise ReportError(f"unknown results.tsv header {header_line.strip()!r}; known formats: {known}")
-
-
-def read_results(path):
-    """Parse a results.tsv (or the one in a run dir) into a list of Row, in file order.
-
-    Blank lines are skipped silently; damaged lines (wrong column count, unparsable numbers,
-    typically the last line of a campaign killed mid-write) are skipped with a logged warning.
-    """
-    tsv = resolve_tsv(path)
-    with open(tsv, encoding="utf-8", newline="") as f:
-        lines = f.read().splitlines(keepends=True)
-    if not lines:
-        raise ReportError(f"{tsv} is empty (no header line)")
-    fmt = detect_format(lines[0])
-    rows = []
-    for lineno, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        # QUOTE_NONE: descriptions are free text, a stray quote must not swallow the next rows
-        fields = next(csv.reader([line.rstrip("\r\n")], delimiter="\t", quoting=csv.QUOTE_NONE))
-        try:
-            rows.append(_parse_row(fmt, fields, len(rows)))
-        except ValueError as e:
-            partial = lineno == len(lines) and not line.endswith("\n")
-            what = "partial last line (campaign killed mid-write?)" if partial else "damaged line"
-            log.warning("%s:%d: skipping %s: %s", tsv, lineno, what, e)
-    return rows
 
 
 # -----------------------------------------------------------------------------
@@ -487,7 +328,7 @@ def main(argv=None):
     logging.basicConfig(format="report: warning: %(message)s", level=logging.WARNING)
     try:
         figures = write_report(args.path, args.out)
-    except ReportError as e:
+    except ResultsError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:  # e.g. an --out we may not write to

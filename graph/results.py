@@ -1,44 +1,182 @@
 """
 results.tsv: one row per experiment, appended and fsync'ed before the campaign moves on, so a
 killed process never loses a recorded experiment. The first five columns are autoresearch's.
+
+This module is the format's one home: its columns (and the older headers still read), the status
+words, the Row a line parses into, the reader and the writer. graph/report.py computes figures
+from what read_results returns; the columns' meaning is in docs/INTERFACES.md.
 """
 
+import csv
 import datetime as dt
+import logging
+import math
 import os
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from graph.report import read_results
+# -----------------------------------------------------------------------------
+# Constants
 
-COLUMNS = ["commit", "val_bpb", "memory_gb", "status", "description", "iteration", "best_val_bpb",
-           "training_seconds", "total_seconds", "directive", "agent_choice", "timestamp", "sandbox"]
+RESULTS_FILE = "results.tsv"
+
+COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "iteration", "best_val_bpb",
+           "training_seconds", "total_seconds", "directive", "agent_choice", "timestamp", "sandbox")
+
+# header -> format name; matched on the exact column names, lower-cased, in order
+FORMATS = {
+    "ours": COLUMNS,
+    "ours-v1": COLUMNS[:12],     # before the sandbox
+    "autoresearch": COLUMNS[:5],
+    "autoautoresearch": ("iter", "val_bpb", "best_val_bpb", "memory_gb", "status", "description",
+                         "timestamp"),
+}
+
+KEEP, DISCARD, CRASH, NO_RUN = "keep", "discard", "crash", "no-run"
+# spellings other tools (or a hand-edited file) use for the same statuses
+STATUS_ALIASES = {"kept": KEEP, "baseline": KEEP, "discarded": DISCARD, "crashed": CRASH,
+                  "no_run": NO_RUN, "norun": NO_RUN}
+# a directive counts for a keep only if the agent actually acted on it
+LED_CHOICES = ("followed", "adapted")
+
 HISTORY_ROWS = 40        # rows of history the agent sees (the oldest are summarised by count)
 
-
-def clean(text: str, limit: int = 300) -> str:
-    """One TSV cell: no tabs or newlines, bounded length."""
-    text = " ".join(("" if text is None else str(text)).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+log = logging.getLogger("graph.results")
 
 
-def ensure_header(path: Path) -> None:
-    if not path.exists() or path.stat().st_size == 0:
-        path.write_text("\t".join(COLUMNS) + "\n")
+class ResultsError(Exception):
+    """A problem the user can fix (wrong path, foreign file); graph.report's CLI prints it and exits 2."""
 
 
-def append_row(path: Path, row: dict) -> None:
-    """One row, in the columns of the file's own header (a campaign from before a column was added
-    keeps its header)."""
-    ensure_header(path)
-    with open(path, encoding="utf-8") as f:
-        columns = f.readline().rstrip("\r\n").split("\t")
-    cells = {k: "" for k in columns}
-    cells.update({k: v for k, v in row.items() if k in cells})
-    cells["timestamp"] = cells["timestamp"] or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    line = "\t".join(clean(cells[k]) for k in columns) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+# -----------------------------------------------------------------------------
+# Reading
+
+@dataclass
+class Row:
+    index: int                 # 0-based position among the parsed rows; 0 is the baseline
+    fmt: str                   # which of FORMATS the row was read from
+    status: str                # normalized: keep | discard | crash | no-run | (anything else, lower-cased)
+    val_bpb: float | None      # None when the run produced no metric (crash convention 0.000000)
+    description: str = ""
+    commit: str = ""
+    memory_gb: float | None = None
+    iteration: int | None = None
+    training_seconds: float | None = None
+    total_seconds: float | None = None
+    directive: str = ""
+    agent_choice: str = ""
+    timestamp: datetime | None = None
+
+    @property
+    def kept(self):
+        return self.status == KEEP
+
+    @property
+    def directive_led(self):
+        return bool(self.directive) and self.agent_choice in LED_CHOICES
+
+
+def _number(text, kind=float):
+    """Empty means unknown (None); anything else must parse, or the row is damaged."""
+    text = text.strip()
+    return kind(text) if text else None
+
+
+def _lenient_number(text):
+    # memory_gb is informational only: a stray "N/A" should not cost us the whole experiment
+    try:
+        return _number(text)
+    except ValueError:
+        return None
+
+
+def _timestamp(text):
+    text = text.strip()
+    return datetime.fromisoformat(text) if text else None
+
+
+def _metric(text):
+    # autoresearch writes 0.000000 for a crashed run; nan/inf/negatives are no metric either
+    value = float(text)
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _status(text):
+    status = text.strip().lower()
+    return STATUS_ALIASES.get(status, status)
+
+
+def _parse_row(fmt, fields, index):
+    """One tsv line's fields -> Row. Raises ValueError on a damaged line."""
+    columns = FORMATS[fmt]
+    if len(fields) != len(columns):
+        raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
+    f = dict(zip(columns, fields))
+    if not f["status"].strip():
+        raise ValueError("empty status")
+    row = Row(index=index, fmt=fmt, status=_status(f["status"]), val_bpb=_metric(f["val_bpb"]),
+              description=f["description"].strip(), memory_gb=_lenient_number(f["memory_gb"]))
+    ours = fmt.startswith("ours")
+    if ours or fmt == "autoresearch":
+        row.commit = f["commit"].strip()
+    if ours:
+        row.iteration = _number(f["iteration"], int)
+        row.training_seconds = _number(f["training_seconds"])
+        row.total_seconds = _number(f["total_seconds"])
+        row.directive = f["directive"].strip()
+        row.agent_choice = f["agent_choice"].strip().lower()
+    if fmt == "autoautoresearch":
+        row.iteration = _number(f["iter"], int)
+    if ours or fmt == "autoautoresearch":
+        row.timestamp = _timestamp(f["timestamp"])
+    return row
+
+
+def resolve_tsv(path):
+    """A run dir or a tsv file -> the tsv path. Raises ResultsError if there is none."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, RESULTS_FILE)
+    if not os.path.isfile(path):
+        raise ResultsError(f"no results file at {path}")
+    return path
+
+
+def detect_format(header_line):
+    columns = tuple(c.strip().lower() for c in header_line.lstrip("\ufeff").rstrip("\r\n").split("\t"))
+    for fmt, expected in FORMATS.items():
+        if columns == expected:
+            return fmt
+    known = "; ".join(f"{fmt} ({len(cols)} columns)" for fmt, cols in FORMATS.items())
+    raise ResultsError(f"unknown results.tsv header {header_line.strip()!r}; known formats: {known}")
+
+
+def read_results(path):
+    """Parse a results.tsv (or the one in a run dir) into a list of Row, in file order.
+
+    Blank lines are skipped silently; damaged lines (wrong column count, unparsable numbers,
+    typically the last line of a campaign killed mid-write) are skipped with a logged warning.
+    """
+    tsv = resolve_tsv(path)
+    with open(tsv, encoding="utf-8", newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    if not lines:
+        raise ResultsError(f"{tsv} is empty (no header line)")
+    fmt = detect_format(lines[0])
+    parsed = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        # QUOTE_NONE: descriptions are free text, a stray quote must not swallow the next rows
+        fields = next(csv.reader([line.rstrip("\r\n")], delimiter="\t", quoting=csv.QUOTE_NONE))
+        try:
+            parsed.append(_parse_row(fmt, fields, len(parsed)))
+        except ValueError as e:
+            partial = lineno == len(lines) and not line.endswith("\n")
+            what = "partial last line (campaign killed mid-write?)" if partial else "damaged line"
+            log.warning("%s:%d: skipping %s: %s", tsv, lineno, what, e)
+    return parsed
 
 
 def rows(path: Path):
@@ -68,3 +206,33 @@ def history_table(path: Path, limit: int = HISTORY_ROWS) -> str:
         led = " [directive]" if r.directive else ""
         lines.append(f"{r.iteration if r.iteration is not None else r.index:>4} | {bpb} | {r.status:<7} | {r.description}{led}")
     return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------
+# Writing
+
+def clean(text: str, limit: int = 300) -> str:
+    """One TSV cell: no tabs or newlines, bounded length."""
+    text = " ".join(("" if text is None else str(text)).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def ensure_header(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        path.write_text("\t".join(COLUMNS) + "\n")
+
+
+def append_row(path: Path, row: dict) -> None:
+    """One row, in the columns of the file's own header (a campaign from before a column was added
+    keeps its header)."""
+    ensure_header(path)
+    with open(path, encoding="utf-8") as f:
+        columns = f.readline().rstrip("\r\n").split("\t")
+    cells = {k: "" for k in columns}
+    cells.update({k: v for k, v in row.items() if k in cells})
+    cells["timestamp"] = cells["timestamp"] or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    line = "\t".join(clean(cells[k]) for k in columns) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())

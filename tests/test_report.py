@@ -1,4 +1,4 @@
-"""Tests for graph/report.py. Every expected figure is worked out by hand next to its fixture."""
+"""Tests for graph/report.py and the reader in graph/results.py. Every expected figure is worked out by hand next to its fixture."""
 
 import json
 import logging
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from graph.report import (FORMATS, PLOT_FILE, REPORT_FILE, ReportError, compute_figures, main,
-                          read_results, write_report)
+from graph.report import PLOT_FILE, REPORT_FILE, compute_figures, main, write_report
+from graph.results import FORMATS, ResultsError, read_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED_KEYS = {"experiments", "keeps", "keep_rate_pct", "total_improvement_pct",
@@ -184,7 +184,7 @@ def test_truncated_last_line_and_blank_lines(tmp_path, caplog):
     # a blank line mid-file, and a campaign killed while writing its 8th row
     text = tsv(OURS_HEADER, *OURS_ROWS[:3], "", *OURS_ROWS[3:], "2222222\t0.93", end="")
     run = write_run(tmp_path, text)
-    with caplog.at_level(logging.WARNING, logger="graph.report"):
+    with caplog.at_level(logging.WARNING, logger="graph.results"):
         rows = read_results(run)
     assert len(rows) == 7
     assert_figures(compute_figures(rows), OURS_EXPECTED)
@@ -195,7 +195,7 @@ def test_truncated_timestamp_on_last_line_is_skipped(tmp_path, caplog):
     # the write stopped inside the timestamp (the last field but one)
     cut = OURS_ROWS[1].replace("bbbbbbb", "3333333").rsplit(" | ", 1)[0][: -len("6:00Z")]
     run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS, cut, end=""))
-    with caplog.at_level(logging.WARNING, logger="graph.report"):
+    with caplog.at_level(logging.WARNING, logger="graph.results"):
         assert len(read_results(run)) == 7
     assert "partial last line" in caplog.text
 
@@ -205,7 +205,7 @@ def test_damaged_middle_line_is_skipped(tmp_path, caplog):
                "a | 1.0 | 1 | keep | baseline",
                "b | oops | 1 | discard | x",
                "c | 0.9 | 1 | keep | y")
-    with caplog.at_level(logging.WARNING, logger="graph.report"):
+    with caplog.at_level(logging.WARNING, logger="graph.results"):
         rows = read_results(write_run(tmp_path, text))
     assert [r.commit for r in rows] == ["a", "c"]
     assert "damaged line" in caplog.text and ":3:" in caplog.text
@@ -226,7 +226,7 @@ def test_unknown_header_exits_2(tmp_path):
     res = cli(run)
     assert res.returncode == 2
     assert "unknown results.tsv header" in res.stderr and "Traceback" not in res.stderr
-    with pytest.raises(ReportError):
+    with pytest.raises(ResultsError):
         read_results(run)
 
 
@@ -318,3 +318,13 @@ def test_write_report_is_fast_and_leaks_no_figures(tmp_path):
     assert time.perf_counter() - start < 1.0
     assert figures["experiments"] == 200
     assert plt.get_fignums() == []
+
+
+def test_results_module_needs_neither_report_nor_matplotlib():
+    # graph/results.py is the format's home: the writer must load without the report or its plotting
+    code = ("import graph.results, sys; "
+            "assert 'graph.report' not in sys.modules, 'graph.report'; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib'")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, timeout=60)
+    assert res.returncode == 0, res.stderr
