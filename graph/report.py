@@ -3,12 +3,9 @@ Campaign report: read a results.tsv, compute the campaign's figures, write repor
 
     python -m graph.report RUN_DIR_OR_TSV [--out DIR] [--json]
 
-Three results.tsv formats are understood, told apart by their header line:
-
-- ours (12 columns, docs/INTERFACES.md): commit val_bpb memory_gb status description iteration
-  best_val_bpb training_seconds total_seconds directive agent_choice timestamp
-- autoresearch (5 columns): commit val_bpb memory_gb status description
-- autoautoresearch (7 columns): iter val_bpb best_val_bpb memory_gb status description timestamp
+Every format graph.results.FORMATS reads is understood, told apart by its header line: ours (v3,
+one row per training run, several runs per experiment; its columns are defined once, in
+docs/INTERFACES.md), its older versions ours-v2 and ours-v1, autoresearch's and autoautoresearch's.
 
 Definitions (the same words appear in report.md):
 

@@ -1,6 +1,8 @@
 """
-results.tsv: one row per experiment, appended and fsync'ed before the campaign moves on, so a
-killed process never loses a recorded experiment. The first five columns are autoresearch's.
+results.tsv: one row per training run, appended and fsync'ed before the campaign moves on, so a
+killed process never loses a recorded run. The first five columns are autoresearch's. An
+experiment (one iteration's code) may be run several times with different seeds; its last row
+carries the verdict, the earlier ones have status `measure`.
 
 This module is the format's one home: its columns (and the older headers still read), the status
 words, the Row a line parses into, the reader and the writer. graph/report.py computes figures
@@ -21,19 +23,26 @@ from pathlib import Path
 
 RESULTS_FILE = "results.tsv"
 
-COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "iteration", "best_val_bpb",
-           "training_seconds", "total_seconds", "directive", "agent_choice", "timestamp", "sandbox")
+# each version of ours appended columns, so the older headers are prefixes of this one
+COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description",        # autoresearch's
+           "iteration", "best_val_bpb", "training_seconds", "total_seconds", "directive",
+           "agent_choice", "timestamp",                                      # ours-v1
+           "sandbox",                                                        # ours-v2
+           "seed", "runs", "mean", "sigma", "reason")                        # ours (v3): multi-run
 
 # header -> format name; matched on the exact column names, lower-cased, in order
 FORMATS = {
     "ours": COLUMNS,
+    "ours-v2": COLUMNS[:13],     # one run per experiment
     "ours-v1": COLUMNS[:12],     # before the sandbox
     "autoresearch": COLUMNS[:5],
     "autoautoresearch": ("iter", "val_bpb", "best_val_bpb", "memory_gb", "status", "description",
                          "timestamp"),
 }
 
-KEEP, DISCARD, CRASH, NO_RUN = "keep", "discard", "crash", "no-run"
+KEEP, DISCARD, CRASH, NO_RUN = "keep", "discard", "crash", "no-run"     # verdicts
+# one run of a multi-run measurement; the verdict is on a later row of the same iteration
+MEASURE = "measure"
 # spellings other tools (or a hand-edited file) use for the same statuses
 STATUS_ALIASES = {"kept": KEEP, "baseline": KEEP, "discarded": DISCARD, "crashed": CRASH,
                   "no_run": NO_RUN, "norun": NO_RUN}
@@ -54,10 +63,13 @@ class ResultsError(Exception):
 
 @dataclass
 class Row:
-    index: int                 # 0-based position among the parsed rows; 0 is the baseline
+    """One line of results.tsv: one training run (or a no-run). A row of a format that does not
+    record runs (all but ours v3, or a v3 writer that left `runs` empty) is an experiment of its
+    own: runs 1 (0 for a no-run) and mean = val_bpb."""
+    index: int                 # 0-based position among the parsed rows; 0 is the baseline's (first) run
     fmt: str                   # which of FORMATS the row was read from
-    status: str                # normalized: keep | discard | crash | no-run | (anything else, lower-cased)
-    val_bpb: float | None      # None when the run produced no metric (crash convention 0.000000)
+    status: str                # normalized: keep | discard | crash | no-run | measure | (anything else, lower-cased)
+    val_bpb: float | None      # this run's; None when it produced no metric (crash convention 0.000000)
     description: str = ""
     commit: str = ""
     memory_gb: float | None = None
@@ -67,10 +79,26 @@ class Row:
     directive: str = ""
     agent_choice: str = ""
     timestamp: datetime | None = None
+    seed: int | None = None
+    runs: int | None = None    # runs of this experiment recorded up to and including this row
+    mean: float | None = None  # mean val_bpb of the experiment's successful runs up to this row
+    sigma: float | None = None  # the campaign's pooled seed-noise estimate after this row
+    reason: str = ""
 
     @property
     def kept(self):
         return self.status == KEEP
+
+    @property
+    def is_verdict(self):
+        """The row closes its experiment: its status is the experiment's verdict."""
+        return self.status != MEASURE
+
+    @property
+    def is_baseline(self):
+        """The row belongs to the baseline experiment: iteration 0, or the first row where the
+        format has no iteration (autoresearch)."""
+        return self.iteration == 0 if self.iteration is not None else self.index == 0
 
     @property
     def directive_led(self):
@@ -130,6 +158,15 @@ def _parse_row(fmt, fields, index):
         row.iteration = _number(f["iter"], int)
     if ours or fmt == "autoautoresearch":
         row.timestamp = _timestamp(f["timestamp"])
+    if "runs" in f:
+        row.seed = _number(f["seed"], int)
+        row.runs = _number(f["runs"], int)
+        row.mean = _metric(f["mean"]) if f["mean"].strip() else None
+        row.sigma = _number(f["sigma"])
+        row.reason = f["reason"].strip()
+    if row.runs is None:       # the row does not say: it is its own experiment
+        row.runs = 0 if row.status == NO_RUN else 1
+        row.mean = row.val_bpb
     return row
 
 
@@ -186,7 +223,8 @@ def rows(path: Path):
 
 
 def row_for_iteration(path: Path, iteration: int):
-    return next((r for r in rows(path) if r.iteration == iteration), None)
+    """The iteration's latest row: its verdict once it has one (one row per iteration before v3)."""
+    return next((r for r in reversed(rows(path)) if r.iteration == iteration), None)
 
 
 def history_table(path: Path, limit: int = HISTORY_ROWS) -> str:
