@@ -7,25 +7,42 @@ Every format graph.results.FORMATS reads is understood, told apart by its header
 one row per training run, several runs per experiment; its columns are defined once, in
 docs/INTERFACES.md), its older versions ours-v2 and ours-v1, autoresearch's and autoautoresearch's.
 
-Definitions (the same words appear in report.md):
+Definitions (report.md quotes this list as it stands here):
 
-- experiments: every row, the baseline included (autoresearch counts this way).
-- keeps: rows with status keep, the baseline included (it is a `keep` row).
+An experiment is one iteration's code; its verdict row is its last row (keep, discard, crash or
+no-run), the rows before it are `measure` runs of the same code with other seeds. An experiment's
+mean is its verdict row's `mean`. In the older formats every row is a verdict row and an
+experiment of one run whose mean is its val_bpb.
+
+- experiments: verdict rows, the baseline included (autoresearch counts this way).
+- runs: rows that trained (all but no-run), measure rows included.
+- keeps: keep verdicts, the baseline included (it is a keep).
 - keep rate %: keeps / experiments * 100.
-- baseline val_bpb: the first row's val_bpb (if the first row has no metric, the first row that does).
-- best val_bpb: the lowest val_bpb among kept rows; crashed rows (val_bpb 0.000000) never count.
-- total improvement %: (baseline - best) / baseline * 100; positive means better (lower bpb).
-- improvement per experiment %: total improvement / number of experiments after the baseline row,
-  i.e. the average gain each post-baseline experiment bought, kept or not.
-- longest stall: the longest run of consecutive non-keep rows (discard, crash, no-run). The
+- baseline val_bpb: the baseline's mean (if the first verdict row has no mean, the first that does).
+- best val_bpb: the lowest mean among keep verdicts. A measure row never counts, however low its
+  val_bpb, and neither does a crashed run (val_bpb 0.000000).
+- total improvement: baseline - best in bpb; as % of the baseline (positive means better, lower
+  bpb); in σ (the bpb / sigma).
+- improvement per experiment %: total improvement % / the number of experiments after the
+  baseline, i.e. the average gain each post-baseline experiment bought, kept or not.
+- longest stall: the longest run of consecutive non-keep verdicts (discard, crash, no-run). The
   baseline is a keep, so it never belongs to a stall; a stall still running at the end counts.
-- crashes: rows with status crash.
-- ours only: directive keeps = kept rows with a non-empty directive whose agent_choice is
-  followed or adapted; agent keeps = the other kept rows, the baseline excluded (nobody led it),
-  so directive_keeps + agent_keeps = keeps - 1.
-- ours only: GPU duty % = sum(training_seconds) / wall * 100 with wall = last timestamp - first
-  timestamp + first row's total_seconds: a row is stamped when it is recorded, after its run,
-  so the baseline's run lies just before the first timestamp.
+- crashes: crash verdicts.
+- sigma (σ): the last recorded `sigma`, the campaign's pooled seed noise (the standard deviation
+  of one run's val_bpb across seeds); noise runs: the baseline's runs, on which σ is first measured.
+- confirmed keeps: keep verdicts after the baseline resting on 2 or more runs. Rejected
+  candidates: discard verdicts after the baseline resting on 2 or more runs (a first run beat the
+  best, its confirmation did not). Single-run keeps: keep verdicts after the baseline resting on
+  one run, kept without a noise check (a campaign with --noise-runs 1, or an older format).
+- confirm share %: the time of confirmation runs (the 2nd and later runs of an experiment after
+  the baseline) / the time of all rows * 100; noise share %: the same for the baseline's 2nd and
+  later runs. A row's time is its total_seconds, else its training_seconds.
+- ours only: directive keeps = keeps with a non-empty directive whose agent_choice is followed
+  or adapted; agent keeps = the other keeps, the baseline excluded (nobody led it), so
+  directive_keeps + agent_keeps = keeps - 1.
+- ours only: GPU duty % = sum(training_seconds) over all rows / wall * 100 with wall = last
+  timestamp - first timestamp + first row's total_seconds: a row is stamped when it is
+  recorded, after its run, so the first run lies just before the first timestamp.
 """
 
 import argparse
@@ -34,7 +51,8 @@ import logging
 import os
 import sys
 
-from graph.results import CRASH, RESULTS_FILE, ResultsError, read_results, resolve_tsv
+from graph.results import (CRASH, DISCARD, NO_RUN, RESULTS_FILE, ResultsError, multi_run, read_results,
+                           resolve_tsv)
 
 # -----------------------------------------------------------------------------
 # Constants
@@ -55,13 +73,9 @@ OFFSCALE_SPAN = 3.0  # y axis reaches baseline + this many (baseline - best) spa
 # -----------------------------------------------------------------------------
 # Figures
 
-def _baseline(rows):
-    return next((r for r in rows if r.val_bpb is not None), None)
-
-
-def _longest_stall(rows):
+def _longest_stall(verdicts):
     longest = current = 0
-    for r in rows:
+    for r in verdicts:
         current = 0 if r.kept else current + 1
         longest = max(longest, current)
     return longest
@@ -75,42 +89,66 @@ def _gpu_duty_pct(rows):
         wall = (stamped[-1].timestamp - stamped[0].timestamp).total_seconds()
     except TypeError:  # one timestamp with a zone, one without: no honest answer
         return None
-    wall += stamped[0].total_seconds or 0.0     # the baseline ran before its row was stamped
+    wall += stamped[0].total_seconds or 0.0     # the first run ran before its row was stamped
     training = sum(r.training_seconds or 0.0 for r in rows)
     return training / wall * 100 if wall > 0 else None
 
 
+def _seconds(r):
+    # a writer that timed only the training still tells us most of a run's cost
+    return r.total_seconds if r.total_seconds is not None else (r.training_seconds or 0.0)
+
+
+def _time_share_pct(rows, part):
+    total = sum(_seconds(r) for r in rows)
+    return sum(_seconds(r) for r in rows if part(r)) / total * 100 if total > 0 else None
+
+
 def compute_figures(rows):
     """The campaign's figures as a plain dict (JSON-ready). See the module docstring for definitions."""
-    n = len(rows)
-    keeps = sum(r.kept for r in rows)
-    base = _baseline(rows)
-    kept_metrics = [r.val_bpb for r in rows if r.kept and r.val_bpb is not None]
-    best = min(kept_metrics) if kept_metrics else None
+    verdicts = [r for r in rows if r.is_verdict]
+    n = len(verdicts)
+    keeps = [r for r in verdicts if r.kept]
+    base = next((r for r in verdicts if r.mean is not None), None)
+    best = min((r.mean for r in keeps if r.mean is not None), default=None)
+    sigma = next((r.sigma for r in reversed(rows) if r.sigma is not None), None)
 
-    total = per_exp = None
+    total_bpb = total_pct = total_sigma = per_exp = None
     if base is not None and best is not None:
-        total = (base.val_bpb - best) / base.val_bpb * 100
-        after = n - 1 - base.index  # experiments that came after the baseline row
-        per_exp = total / after if after > 0 else None
+        total_bpb = base.mean - best
+        total_pct = total_bpb / base.mean * 100
+        total_sigma = total_bpb / sigma if sigma else None
+        after = n - 1 - verdicts.index(base)  # experiments that came after the baseline
+        per_exp = total_pct / after if after > 0 else None
 
     fmt = rows[0].fmt if rows else None
     ours = (fmt or "").startswith("ours")
-    # the baseline (first row) is nobody's idea, so neither directive- nor agent-led
-    led = [r for r in rows[1:] if r.kept]
+    # the baseline is nobody's idea and nobody's candidate: neither led nor confirmed
+    later = [r for r in verdicts if not r.is_baseline]
+    later_keeps = [r for r in later if r.kept]
     return {
         "format": fmt,
         "experiments": n,
-        "keeps": keeps,
-        "keep_rate_pct": keeps / n * 100 if n else None,
-        "total_improvement_pct": total,
+        "runs": sum(r.status != NO_RUN for r in rows),
+        "keeps": len(keeps),
+        "keep_rate_pct": len(keeps) / n * 100 if n else None,
+        "total_improvement_pct": total_pct,
+        "total_improvement_bpb": total_bpb,
+        "total_improvement_sigma": total_sigma,
         "improvement_per_experiment_pct": per_exp,
-        "longest_stall": _longest_stall(rows),
+        "longest_stall": _longest_stall(verdicts),
         "best_val_bpb": best,
-        "baseline_val_bpb": base.val_bpb if base else None,
-        "crashes": sum(r.status == CRASH for r in rows),
-        "directive_keeps": sum(r.directive_led for r in led) if ours else None,
-        "agent_keeps": sum(not r.directive_led for r in led) if ours else None,
+        "baseline_val_bpb": base.mean if base else None,
+        "crashes": sum(r.status == CRASH for r in verdicts),
+        "sigma": sigma,
+        "noise_runs": base.runs if base else None,
+        "confirmed_keeps": sum(r.runs >= 2 for r in later_keeps),
+        "rejected_candidates": sum(r.status == DISCARD and r.runs >= 2 for r in later),
+        "single_run_keeps": sum(r.runs == 1 for r in later_keeps),
+        "confirm_share_pct": _time_share_pct(rows, lambda r: not r.is_baseline and r.runs >= 2),
+        "noise_share_pct": _time_share_pct(rows, lambda r: r.is_baseline and r.runs >= 2),
+        "directive_keeps": sum(r.directive_led for r in later_keeps) if ours else None,
+        "agent_keeps": sum(not r.directive_led for r in later_keeps) if ours else None,
         "gpu_duty_pct": _gpu_duty_pct(rows) if ours else None,
     }
 
@@ -120,28 +158,31 @@ def compute_figures(rows):
 
 FIGURE_LABELS = [  # (key, label, format); figures that are None are left out of the table
     ("experiments", "experiments (baseline included)", "{}"),
+    ("runs", "training runs (every seed)", "{}"),
     ("keeps", "keeps (baseline included)", "{}"),
     ("keep_rate_pct", "keep rate", "{:.1f}%"),
     ("baseline_val_bpb", "baseline val_bpb", "{:.6f}"),
     ("best_val_bpb", "best val_bpb", "{:.6f}"),
     ("total_improvement_pct", "total improvement", "{:.3f}%"),
+    ("total_improvement_bpb", "total improvement (bpb)", "{:.6f}"),
+    ("total_improvement_sigma", "total improvement (σ)", "{:.2f}σ"),
     ("improvement_per_experiment_pct", "improvement per experiment", "{:.4f}%"),
     ("longest_stall", "longest stall (consecutive non-keeps)", "{}"),
     ("crashes", "crashes", "{}"),
+    ("sigma", "seed noise σ (one run)", "{:.6f}"),
+    ("noise_runs", "baseline runs (noise measured on)", "{}"),
+    ("confirmed_keeps", "confirmed keeps (2+ runs)", "{}"),
+    ("rejected_candidates", "rejected candidates (failed confirmation)", "{}"),
+    ("single_run_keeps", "single-run keeps (no noise check)", "{}"),
+    ("confirm_share_pct", "confirmation runs' share of run time", "{:.1f}%"),
+    ("noise_share_pct", "noise runs' share of run time", "{:.1f}%"),
     ("directive_keeps", "directive-led keeps", "{}"),
     ("agent_keeps", "agent-led keeps", "{}"),
     ("gpu_duty_pct", "GPU duty (training / wall time)", "{:.1f}%"),
 ]
 
-DEFINITIONS = """\
-- *experiments* counts every row, the baseline included; *keeps* counts `keep` rows, the baseline included.
-- *total improvement* = (baseline val_bpb − best kept val_bpb) / baseline val_bpb; positive is better.
-- *improvement per experiment* = total improvement / number of experiments after the baseline.
-- *longest stall* = longest run of consecutive non-keep rows (discard, crash, no-run).
-- crashed runs (val_bpb 0.000000) never count as best.
-- *directive-led keep*: a keep whose row has a directive the agent followed or adapted; the baseline is neither kind.
-- *GPU duty* = Σ training_seconds / (last timestamp − first timestamp + the baseline's total_seconds).
-"""
+# the definitions live once, in this module's docstring; report.md quotes them
+DEFINITIONS = __doc__[__doc__.index("Definitions (report.md"):].split("\n", 1)[1].strip() + "\n"
 
 
 def _md(text):
@@ -153,46 +194,89 @@ def _fmt_bpb(value):
     return f"{value:.6f}" if value is not None else "—"
 
 
+def _fmt_mean(r):
+    # an experiment's mean, and the seed noise of one run as the campaign knew it at the verdict
+    return _fmt_bpb(r.mean) + (f" ± {r.sigma:.4f}" if r.mean is not None and r.sigma else "")
+
+
+def _number(r):
+    return r.iteration if r.iteration is not None else r.index
+
+
+def _table(header, lines):
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+           ["| " + " | ".join(cells) + " |" for cells in lines]
+
+
 def campaign_name(tsv):
     return os.path.basename(os.path.dirname(os.path.abspath(tsv))) or "campaign"
 
 
 def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE):
+    fmt = figures["format"]
+    ours, runs = (fmt or "").startswith("ours"), multi_run(fmt)
+    verdicts = [r for r in rows if r.is_verdict]
     out = [f"# Campaign report: {name}", ""]
-    out.append(f"Source: `{tsv_name}` ({figures['format'] or 'no rows yet, so no'} format, {len(rows)} rows).")
+    out.append(f"Source: `{tsv_name}` ({fmt or 'no rows yet, so no'} format, {len(rows)} rows).")
     out += ["", f"![progress]({PLOT_FILE})", "", f"[{PLOT_FILE}]({PLOT_FILE})", ""]
 
     out += ["## Figures", "", "| figure | value |", "|---|---|"]
-    for key, label, fmt in FIGURE_LABELS:
+    for key, label, form in FIGURE_LABELS:
         if figures.get(key) is not None:
-            out.append(f"| {label} | {fmt.format(figures[key])} |")
+            out.append(f"| {label} | {form.format(figures[key])} |")
 
-    ours = (figures["format"] or "").startswith("ours")
     out += ["", "## Kept experiments", ""]
-    kept = [r for r in rows if r.kept]
+    kept = [r for r in verdicts if r.kept]
     if kept:
-        out.append("| # | commit | val_bpb | vs previous best | description |" + (" led by |" if ours else ""))
-        out.append("|---|---|---|---|---|" + ("---|" if ours else ""))
-        best = None
+        header = ["#", "commit"] + (["mean ± σ", "runs"] if runs else ["val_bpb"]) + \
+                 ["vs previous best", "description"] + (["led by"] if ours else [])
+        lines, best = [], None
         for r in kept:
             delta = ""
-            if r.val_bpb is not None and best is not None:
-                delta = f"{(r.val_bpb - best) / best * 100:+.3f}%"
-            if r.val_bpb is not None:
-                best = r.val_bpb if best is None else min(best, r.val_bpb)
-            line = f"| {r.index} | `{r.commit or '-'}` | {_fmt_bpb(r.val_bpb)} | {delta} | {_md(r.description)} |"
+            if r.mean is not None and best is not None:
+                delta = f"{(r.mean - best) / best * 100:+.3f}%"
+            if r.mean is not None:
+                best = r.mean if best is None else min(best, r.mean)
+            cells = [str(_number(r)), f"`{r.commit or '-'}`"]
+            cells += [_fmt_mean(r), str(r.runs)] if runs else [_fmt_bpb(r.mean)]
+            cells += [delta, _md(r.description)]
             if ours:
-                by = "baseline" if r.index == 0 else (f"directive ({r.agent_choice})" if r.directive_led else "agent")
-                line += f" {by} |"
-            out.append(line)
+                cells.append("baseline" if r.is_baseline else
+                             f"directive ({r.agent_choice})" if r.directive_led else "agent")
+            lines.append(cells)
+        out += _table(header, lines)
     else:
         out.append("None.")
 
+    out += ["", "## Noise", ""]
+    if figures["sigma"] is not None:
+        out.append(f"Seed noise σ = {figures['sigma']:.6f}: the campaign's pooled estimate of the standard "
+                   f"deviation of one run's val_bpb, first measured on the baseline's {figures['noise_runs']} runs.")
+        if figures["total_improvement_sigma"] is not None:
+            out.append(f"The total improvement, {figures['total_improvement_bpb']:.6f} bpb, "
+                       f"is {figures['total_improvement_sigma']:.2f}σ.")
+    else:
+        out.append("No seed noise measured: a gain smaller than the run-to-run noise cannot be told from luck.")
+    out += ["", f"- confirmed keeps: {figures['confirmed_keeps']}",
+            f"- rejected candidates: {figures['rejected_candidates']}"]
+    if figures["single_run_keeps"]:
+        out.append(f"- **single-run keeps: {figures['single_run_keeps']}**, kept on one run without a noise check")
+    for key, what in (("confirm_share_pct", "confirmation runs"), ("noise_share_pct", "noise runs")):
+        if figures[key] is not None:
+            out.append(f"- {what}' share of run time: {figures[key]:.1f}%")
+    rejected = [r for r in verdicts if r.status == DISCARD and not r.is_baseline and r.runs >= 2]
+    if rejected:
+        out += ["", "Rejected candidates (a first run beat the best, the confirmation did not):", ""]
+        out += _table(["#", "commit", "mean ± σ", "runs", "description", "reason"],
+                      [[str(_number(r)), f"`{r.commit or '-'}`", _fmt_mean(r), str(r.runs),
+                        _md(r.description), _md(r.reason)] for r in rejected])
+
     out += ["", "## Crashes", ""]
-    crashed = [r for r in rows if r.status == CRASH]
+    crashed = [r for r in verdicts if r.status == CRASH]
     if crashed:
-        out += ["| # | commit | description |", "|---|---|---|"]
-        out += [f"| {r.index} | `{r.commit or '-'}` | {_md(r.description)} |" for r in crashed]
+        out += _table(["#", "commit", "description"] + (["reason"] if runs else []),
+                      [[str(_number(r)), f"`{r.commit or '-'}`", _md(r.description)] +
+                       ([_md(r.reason)] if runs else []) for r in crashed])
     else:
         out.append("None.")
 

@@ -54,6 +54,11 @@ HISTORY_ROWS = 40        # rows of history the agent sees (the oldest are summar
 log = logging.getLogger("graph.results")
 
 
+def multi_run(fmt):
+    """The format records several runs per experiment (seed, runs, mean, sigma)."""
+    return "runs" in FORMATS.get(fmt, ())
+
+
 class ResultsError(Exception):
     """A problem the user can fix (wrong path, foreign file); graph.report's CLI prints it and exits 2."""
 

@@ -51,11 +51,15 @@ V2_EXPECTED = {
     "agent_keeps": 1,                             # row 5 (directive rejected); baseline is neither
     # training: 5*300 + 10 + 300 = 1810 s; wall: 36 min = 2160 s + the baseline's total 340 s = 2500 s
     "gpu_duty_pct": 1810 / 2500 * 100,            # 72.4
+    # one run per experiment: no noise measured, nothing confirmed, every later keep noise-blind
+    "runs": 7, "total_improvement_bpb": 0.05, "total_improvement_sigma": None, "sigma": None,
+    "noise_runs": 1, "confirmed_keeps": 0, "rejected_candidates": 0, "single_run_keeps": 2,
+    "confirm_share_pct": 0.0, "noise_share_pct": 0.0,
 }
 
 V3_HEADER = "\t".join(FORMATS["ours"])
-# 13 rows, 6 experiments, timestamps every 360 s. The baseline runs 3 seeds (σ = the sample std
-# of 1.05, 1.03, 1.04 = 0.01); iteration 1 is a single-run discard; iteration 2 beats the best,
+# 13 rows, 6 experiments, timestamps every 360 s. The baseline runs 3 seeds (mean 1.04, σ = the
+# sample std of 1.05, 1.04, 1.03 = 0.01); iteration 1 is a single-run discard; iteration 2 beats the best,
 # is confirmed on two more seeds and kept (its directive followed); iteration 3's first run has
 # the lowest val_bpb of the file (0.95) but its confirmation fails (mean 1.01): a measure row is
 # never the best; iteration 4 crashes on its confirmation run; iteration 5 never ran. σ is
@@ -63,8 +67,8 @@ V3_HEADER = "\t".join(FORMATS["ours"])
 V3_ROWS = [
     # commit | val_bpb | mem | status | description | iter | best | train s | total s | directive | choice | timestamp | sandbox | seed | runs | mean | sigma | reason
     "aaaaaaa | 1.050000 | 40.0 | measure | baseline | 0 | 1.050000 | 300.0 | 340.0 |  |  | 2026-05-01T00:00:00Z | bwrap | 1 | 1 | 1.050000 |  | seed noise: run 1 of 3",
-    "aaaaaaa | 1.030000 | 40.0 | measure | baseline | 0 | 1.040000 | 300.0 | 340.0 |  |  | 2026-05-01T00:06:00Z | bwrap | 2 | 2 | 1.040000 |  | seed noise: run 2 of 3",
-    "aaaaaaa | 1.040000 | 40.0 | keep | baseline | 0 | 1.040000 | 300.0 | 340.0 |  |  | 2026-05-01T00:12:00Z | bwrap | 3 | 3 | 1.040000 | 0.010000 | baseline: mean of 3 runs",
+    "aaaaaaa | 1.040000 | 40.0 | measure | baseline | 0 | 1.045000 | 300.0 | 340.0 |  |  | 2026-05-01T00:06:00Z | bwrap | 2 | 2 | 1.045000 |  | seed noise: run 2 of 3",
+    "aaaaaaa | 1.030000 | 40.0 | keep | baseline | 0 | 1.040000 | 300.0 | 340.0 |  |  | 2026-05-01T00:12:00Z | bwrap | 3 | 3 | 1.040000 | 0.010000 | baseline: mean of 3 runs",
     "bbbbbbb | 1.045000 | 40.1 | discard | gelu | 1 | 1.040000 | 300.0 |  |  |  | 2026-05-01T00:18:00Z | bwrap | 1 | 1 | 1.045000 | 0.010000 | worse than best 1.0400",
     "ccccccc | 1.000000 | 41.0 | measure | wider mlp | 2 | 1.040000 | 300.0 | 340.0 | go wider | followed | 2026-05-01T00:24:00Z | bwrap | 1 | 1 | 1.000000 | 0.010000 | beats best by 4.0σ: confirming",
     "ccccccc | 1.010000 | 41.0 | measure | wider mlp | 2 | 1.040000 | 300.0 | 340.0 | go wider | followed | 2026-05-01T00:30:00Z | bwrap | 2 | 2 | 1.005000 | 0.010000 | confirming: run 2 of 3",
@@ -76,6 +80,36 @@ V3_ROWS = [
     "eeeeeee | 0.000000 | 0.0 | crash | depth 20 | 4 | 1.000000 | 10.0 | 20.0 |  |  | 2026-05-01T01:06:00Z | bwrap | 2 | 2 | 0.980000 | 0.012000 | crashed on confirmation run 2 (OOM)",
     "- | 0.000000 | 0.0 | no-run | patch never applied | 5 | 1.000000 |  |  |  |  | 2026-05-01T01:12:00Z |  |  | 0 |  | 0.012000 | gave up: the patch did not apply",
 ]
+
+V3_EXPECTED = {
+    "format": "ours",
+    "experiments": 6,                             # verdict rows 2, 3, 6, 9, 11, 12 (iterations 0-5)
+    "runs": 12,                                   # every row but the no-run
+    "keeps": 2,                                   # iterations 0 and 2
+    "keep_rate_pct": 2 / 6 * 100,
+    "baseline_val_bpb": 1.04,                     # the baseline's mean; not 1.05 (first row), not 1.03 (verdict run)
+    "best_val_bpb": 1.0,                          # iteration 2's mean; not 0.95 (a measure row), not 0.99 (verdict run)
+    "total_improvement_pct": 0.04 / 1.04 * 100,   # 3.846...
+    "total_improvement_bpb": 0.04,
+    "total_improvement_sigma": 0.04 / 0.012,      # 3.33: σ is the last recorded one
+    "improvement_per_experiment_pct": 0.04 / 1.04 * 100 / 5,  # 5 experiments after the baseline
+    "longest_stall": 3,                           # iterations 3-5: discard, crash, no-run
+    "crashes": 1,
+    "sigma": 0.012,
+    "noise_runs": 3,
+    "confirmed_keeps": 1,                         # iteration 2
+    "rejected_candidates": 1,                     # iteration 3; iteration 1 never went to confirmation
+    "single_run_keeps": 0,
+    # time: 11 runs * 340 s, but row 3 has only its training_seconds (300), the crash 20, the
+    # no-run nothing: 10*340 + 300 + 20 = 3720 s. Confirmation rows (iteration > 0, runs >= 2):
+    # rows 5, 6, 8, 9 (340 each) and the crash (20) = 1380 s; noise rows: rows 1, 2 = 680 s.
+    "confirm_share_pct": 1380 / 3720 * 100,       # 37.1
+    "noise_share_pct": 680 / 3720 * 100,          # 18.3
+    "directive_keeps": 1,                         # iteration 2 (followed)
+    "agent_keeps": 0,
+    # training: 11*300 + 10 = 3310 s; wall: 72 min = 4320 s + the first row's total 340 s = 4660 s
+    "gpu_duty_pct": 3310 / 4660 * 100,            # 71.0
+}
 
 AUTORESEARCH = tsv(
     "commit | val_bpb | memory_gb | status | description",
@@ -97,6 +131,9 @@ AUTORESEARCH_EXPECTED = {
     "longest_stall": 2,                                    # discard, crash
     "crashes": 1,
     "directive_keeps": None, "agent_keeps": None, "gpu_duty_pct": None,  # not in this format
+    "runs": 5, "total_improvement_bpb": 0.0047, "sigma": None, "total_improvement_sigma": None,
+    "noise_runs": 1, "confirmed_keeps": 0, "rejected_candidates": 0, "single_run_keeps": 1,
+    "confirm_share_pct": None, "noise_share_pct": None,  # no seconds in this format
 }
 
 # statuses in mixed case on purpose
@@ -120,6 +157,8 @@ AUTOAUTO_EXPECTED = {
     "longest_stall": 2,
     "crashes": 1,
     "directive_keeps": None, "agent_keeps": None, "gpu_duty_pct": None,
+    "runs": 5, "total_improvement_bpb": 0.02, "sigma": None, "single_run_keeps": 2,
+    "confirm_share_pct": None,
 }
 
 
@@ -148,14 +187,15 @@ def cli(*args):
 # the three formats
 
 @pytest.mark.parametrize("text, expected", [
+    (tsv(V3_HEADER, *V3_ROWS), V3_EXPECTED),
     (tsv(V2_HEADER, *V2_ROWS), V2_EXPECTED),
     (AUTORESEARCH, AUTORESEARCH_EXPECTED),
     (AUTOAUTO, AUTOAUTO_EXPECTED),
-], ids=["ours-v2", "autoresearch", "autoautoresearch"])
+], ids=["ours", "ours-v2", "autoresearch", "autoautoresearch"])
 def test_formats_figures(tmp_path, text, expected):
     run = write_run(tmp_path, text)
     rows = read_results(run / "results.tsv")
-    assert len(rows) == expected["experiments"]
+    assert len([r for r in rows if r.is_verdict]) == expected["experiments"]
     assert_figures(compute_figures(rows), expected)
     # a run dir and the tsv inside it read the same
     assert_figures(compute_figures(read_results(run)), expected)
@@ -250,6 +290,79 @@ def test_baseline_only_and_header_only(tmp_path):
     assert compute_figures(read_results(empty_run))["experiments"] == 0
     write_report(empty_run)  # a campaign that has not finished its baseline still gets a report
     assert (empty_run / PLOT_FILE).stat().st_size > 1000
+
+
+def test_measure_rows_are_never_best_nor_experiments(tmp_path):
+    # a campaign killed while confirming iteration 2: its two runs are measure rows without a verdict,
+    # and the first has the lowest val_bpb of the file
+    text = tsv(V3_HEADER, *V3_ROWS[:4],
+               V3_ROWS[7].replace("| 3 | 1.000000 |", "| 2 | 1.040000 |"),     # 0.95, runs 1
+               V3_ROWS[8].replace("| 3 | 1.000000 |", "| 2 | 1.040000 |"))     # 1.04, runs 2, mean 0.995
+    rows = read_results(write_run(tmp_path, text))
+    assert [r.status for r in rows[-2:]] == ["measure", "measure"] and rows[-2].val_bpb == 0.95
+    figures = compute_figures(rows)
+    assert figures["best_val_bpb"] == 1.04 and figures["total_improvement_pct"] == 0.0
+    assert figures["experiments"] == 2 and figures["runs"] == 6
+    assert figures["confirmed_keeps"] == figures["rejected_candidates"] == 0
+    assert figures["longest_stall"] == 1   # the unfinished experiment is no verdict yet
+
+
+# a v3 campaign run with --noise-runs 1: the baseline once, no σ, a later keep on one run
+NOISE_BLIND = tsv(
+    V3_HEADER,
+    "aaaaaaa | 1.000000 | 40.0 | keep | baseline | 0 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:00:00Z | bwrap | 1 | 1 | 1.000000 |  | baseline: one run",
+    "bbbbbbb | 0.990000 | 40.0 | keep | rope 50k | 1 | 0.990000 | 300.0 | 340.0 |  |  | 2026-05-01T00:06:00Z | bwrap | 1 | 1 | 0.990000 |  | beats best 1.0000 (no noise measured)",
+)
+
+
+def test_noise_blind_campaign(tmp_path):
+    run = write_run(tmp_path, NOISE_BLIND)
+    figures = write_report(run)
+    assert_figures(figures, {"experiments": 2, "runs": 2, "keeps": 2, "best_val_bpb": 0.99, "sigma": None,
+                             "total_improvement_bpb": 0.01, "total_improvement_sigma": None, "noise_runs": 1,
+                             "single_run_keeps": 1, "confirmed_keeps": 0, "noise_share_pct": 0.0})
+    noise = (run / REPORT_FILE).read_text(encoding="utf-8").split("## Noise")[1].split("## Crashes")[0]
+    assert "No seed noise measured" in noise
+    assert "**single-run keeps: 1**" in noise
+    assert "Rejected candidates" not in noise
+
+
+def test_report_md_v3(tmp_path):
+    run = write_run(tmp_path, tsv(V3_HEADER, *V3_ROWS), name="night-8")
+    assert_figures(write_report(run), V3_EXPECTED)
+    md = (run / REPORT_FILE).read_text(encoding="utf-8")
+    assert "Source: `results.tsv` (ours format, 13 rows)." in md
+    for line in ("| training runs (every seed) | 12 |", "| total improvement (bpb) | 0.040000 |",
+                 "| total improvement (σ) | 3.33σ |", "| seed noise σ (one run) | 0.012000 |",
+                 "| confirmed keeps (2+ runs) | 1 |", "| rejected candidates (failed confirmation) | 1 |",
+                 "| single-run keeps (no noise check) | 0 |", "| confirmation runs' share of run time | 37.1% |",
+                 "| noise runs' share of run time | 18.3% |", "| GPU duty (training / wall time) | 71.0% |"):
+        assert line in md, line
+    kept = md.split("## Kept experiments")[1].split("## Noise")[0]
+    assert "| # | commit | mean ± σ | runs | vs previous best | description | led by |" in kept
+    assert "| 0 | `aaaaaaa` | 1.040000 ± 0.0100 | 3 |  | baseline | baseline |" in kept
+    assert "| 2 | `ccccccc` | 1.000000 ± 0.0100 | 3 | -3.846% | wider mlp | directive (followed) |" in kept
+    assert kept.count("| `") == 2   # the verdicts only: no measure row, no discard
+    noise = md.split("## Noise")[1].split("## Crashes")[0]
+    assert "Seed noise σ = 0.012000" in noise and "the baseline's 3 runs" in noise
+    assert "0.040000 bpb, is 3.33σ" in noise
+    assert "- confirmed keeps: 1" in noise and "- rejected candidates: 1" in noise
+    assert "single-run keeps" not in noise    # only said when there are some
+    assert "| 3 | `ddddddd` | 1.010000 ± 0.0120 | 3 | lr 0.1 | within noise: mean 1.0100 vs best 1.0000 |" in noise
+    assert "gelu" not in noise                # a single-run discard is no rejected candidate
+    crashes = md.split("## Crashes")[1].split("## Definitions")[0]
+    assert "| 4 | `eeeeeee` | depth 20 | crashed on confirmation run 2 (OOM) |" in crashes
+    definitions = md.split("## Definitions")[1]
+    assert "- confirmed keeps: keep verdicts after the baseline resting on 2 or more runs." in definitions
+
+
+def test_cli_json_v3(tmp_path):
+    run = write_run(tmp_path, tsv(V3_HEADER, *V3_ROWS))
+    res = cli(run, "--json")
+    assert res.returncode == 0, res.stderr
+    figures = json.loads(res.stdout)
+    assert set(V3_EXPECTED) <= figures.keys()
+    assert_figures(figures, V3_EXPECTED)
 
 
 # -----------------------------------------------------------------------------
