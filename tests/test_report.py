@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from graph.report import PLOT_FILE, REPORT_FILE, compute_figures, main, write_report
+from graph.report import PLOT_FILE, REPORT_FILE, compute_figures, main, plot_progress, write_report
 from graph import results
 from graph.results import FORMATS, ResultsError, read_results
 
@@ -481,9 +481,11 @@ def test_report_md_contents(tmp_path):
     assert "| 3 | `ddddddd` | depth 20 (OOM) |" in crashes and "wider mlp" not in crashes
 
 
-def test_progress_png_is_a_real_image(tmp_path):
+@pytest.mark.parametrize("text", [tsv(V3_HEADER, *V3_ROWS), tsv(V2_HEADER, *V2_ROWS), AUTORESEARCH],
+                         ids=["ours", "ours-v2", "autoresearch"])
+def test_progress_png_is_a_real_image(tmp_path, text):
     import matplotlib.image
-    run = write_run(tmp_path, tsv(V2_HEADER, *V2_ROWS))
+    run = write_run(tmp_path, text)
     write_report(run)
     png = run / PLOT_FILE
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -494,6 +496,44 @@ def test_progress_png_is_a_real_image(tmp_path):
     # not a blank image: a real chart has many distinct colours
     assert len({tuple(px) for px in img.reshape(-1, img.shape[2])[::37].round(2).tolist()}) > 20
     assert not any(p.name.endswith(".tmp") or ".tmp." in p.name for p in run.iterdir())
+
+
+def _artists(fig):
+    ax = fig.axes[0]
+    points = {c.get_label(): c.get_offsets().tolist() for c in ax.collections if c.get_label()[:1] != "_"}
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines}
+    return ax, points, lines
+
+
+def test_progress_v3_plots_experiments_runs_and_the_noise_band(tmp_path):
+    rows = read_results(write_run(tmp_path, tsv(V3_HEADER, *V3_ROWS)))
+    fig = plot_progress("night-8", rows, compute_figures(rows), tmp_path / "p.png")
+    ax, points, lines = _artists(fig)
+    # x is the iteration: every run a dot (measure rows too), every verdict's mean a marker
+    assert [x for x, _ in points["one run (a seed)"]] == [0, 0, 0, 1, 2, 2, 2, 3, 3, 3, 4]
+    assert points["kept (mean of its runs)"] == [[0, pytest.approx(1.04)], [2, pytest.approx(1.0)]]
+    assert points["discarded (mean of its runs)"] == [[1, pytest.approx(1.045)], [3, pytest.approx(1.01)]]
+    assert [x for x, _ in points["crash / no metric"]] == [4, 5]
+    # the running best is the best mean: never the 0.95 measure run nor the 0.99 verdict run
+    xs, ys = lines["running best"]
+    assert xs == [0, 1, 2, 3, 4, 5] and ys == pytest.approx([1.04, 1.04, 1.0, 1.0, 1.0, 1.0])
+    band = next(c for c in ax.collections if c.get_label() == "±1σ seed noise (σ = 0.0120)")
+    edge = band.get_paths()[0].vertices[:, 1]
+    assert edge.min() == pytest.approx(1.0 - 0.012) and edge.max() == pytest.approx(1.04 + 0.012)
+    assert ax.get_title() == ("night-8: 6 experiments (12 runs), 2 kept, 3.85% better than baseline "
+                              "(0.0400 bpb = 3.3σ)")
+    assert (tmp_path / "p.png").stat().st_size > 20_000
+
+
+def test_progress_old_format_plots_rows(tmp_path):
+    rows = read_results(write_run(tmp_path, tsv(V2_HEADER, *V2_ROWS)))
+    fig = plot_progress("night-7", rows, compute_figures(rows), tmp_path / "p.png")
+    ax, points, lines = _artists(fig)
+    assert "one run (a seed)" not in points and not any("σ" in label for label in points)
+    assert points["kept"] == [[0, 1.0], [2, 0.98], [5, 0.95]]
+    assert [x for x, _ in points["discarded"]] == [1, 4, 6] and [x for x, _ in points["crash / no metric"]] == [3]
+    assert lines["running best"][1] == pytest.approx([1.0, 1.0, 0.98, 0.98, 0.98, 0.95, 0.95])
+    assert ax.get_title() == "night-7: 7 experiments, 3 kept, 5.00% better than baseline"
 
 
 def test_write_report_is_fast_and_leaks_no_figures(tmp_path):
