@@ -199,7 +199,8 @@ def _fmt_mean(r):
     return _fmt_bpb(r.mean) + (f" ± {r.sigma:.4f}" if r.mean is not None and r.sigma else "")
 
 
-def _number(r):
+def _experiment_number(r):
+    # the campaign's own number for it; autoresearch's rows have none, so their position
     return r.iteration if r.iteration is not None else r.index
 
 
@@ -237,7 +238,7 @@ def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE):
                 delta = f"{(r.mean - best) / best * 100:+.3f}%"
             if r.mean is not None:
                 best = r.mean if best is None else min(best, r.mean)
-            cells = [str(_number(r)), f"`{r.commit or '-'}`"]
+            cells = [str(_experiment_number(r)), f"`{r.commit or '-'}`"]
             cells += [_fmt_mean(r), str(r.runs)] if runs else [_fmt_bpb(r.mean)]
             cells += [delta, _md(r.description)]
             if ours:
@@ -268,14 +269,14 @@ def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE):
     if rejected:
         out += ["", "Rejected candidates (a first run beat the best, the confirmation did not):", ""]
         out += _table(["#", "commit", "mean ± σ", "runs", "description", "reason"],
-                      [[str(_number(r)), f"`{r.commit or '-'}`", _fmt_mean(r), str(r.runs),
+                      [[str(_experiment_number(r)), f"`{r.commit or '-'}`", _fmt_mean(r), str(r.runs),
                         _md(r.description), _md(r.reason)] for r in rejected])
 
     out += ["", "## Crashes", ""]
     crashed = [r for r in verdicts if r.status == CRASH]
     if crashed:
         out += _table(["#", "commit", "description"] + (["reason"] if runs else []),
-                      [[str(_number(r)), f"`{r.commit or '-'}`", _md(r.description)] +
+                      [[str(_experiment_number(r)), f"`{r.commit or '-'}`", _md(r.description)] +
                        ([_md(r.reason)] if runs else []) for r in crashed])
     else:
         out.append("None.")
@@ -303,7 +304,7 @@ def plot_progress(name, rows, figures, path):
 
     # v3: an experiment sits at its iteration, its runs around its mean; older formats: one row, one x
     multi = multi_run(figures["format"])
-    x = _number if multi else (lambda r: r.index)
+    x = _experiment_number if multi else (lambda r: r.index)
     mean_label = " (mean of its runs)" if multi else ""
     verdicts = [r for r in rows if r.is_verdict]
     # a crash's mean (its runs before the crash) is no result: it is drawn as a crash

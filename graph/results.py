@@ -54,11 +54,6 @@ HISTORY_ROWS = 40        # rows of history the agent sees (the oldest are summar
 log = logging.getLogger("graph.results")
 
 
-def multi_run(fmt):
-    """The format records several runs per experiment (seed, runs, mean, sigma)."""
-    return "runs" in FORMATS.get(fmt, ())
-
-
 class ResultsError(Exception):
     """A problem the user can fix (wrong path, foreign file); graph.report's CLI prints it and exits 2."""
 
@@ -183,6 +178,11 @@ def resolve_tsv(path):
     if not os.path.isfile(path):
         raise ResultsError(f"no results file at {path}")
     return path
+
+
+def multi_run(fmt):
+    """The format records several runs per experiment (seed, runs, mean, sigma)."""
+    return "runs" in FORMATS.get(fmt, ())
 
 
 def detect_format(header_line):
