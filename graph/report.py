@@ -3,70 +3,62 @@ Campaign report: read a results.tsv, compute the campaign's figures, write repor
 
     python -m graph.report RUN_DIR_OR_TSV [--out DIR] [--json]
 
-Three results.tsv formats are understood, told apart by their header line:
+Every format graph.results.FORMATS reads is understood, told apart by its header line: ours (v3,
+one row per training run, several runs per experiment; its columns are defined once, in
+docs/INTERFACES.md), its older versions ours-v2 and ours-v1, autoresearch's and autoautoresearch's.
 
-- ours (12 columns, docs/INTERFACES.md): commit val_bpb memory_gb status description iteration
-  best_val_bpb training_seconds total_seconds directive agent_choice timestamp
-- autoresearch (5 columns): commit val_bpb memory_gb status description
-- autoautoresearch (7 columns): iter val_bpb best_val_bpb memory_gb status description timestamp
+Definitions (report.md quotes this list as it stands here):
 
-Definitions (the same words appear in report.md):
+An experiment is one iteration's code; its verdict row is its last row (keep, discard, crash or
+no-run), the rows before it are `measure` runs of the same code with other seeds. An experiment's
+mean is its verdict row's `mean`. In the older formats every row is a verdict row and an
+experiment of one run whose mean is its val_bpb.
 
-- experiments: every row, the baseline included (autoresearch counts this way).
-- keeps: rows with status keep, the baseline included (it is a `keep` row).
+- experiments: verdict rows, the baseline included (autoresearch counts this way).
+- runs: rows that trained (all but no-run), measure rows included.
+- keeps: keep verdicts, the baseline included (it is a keep).
 - keep rate %: keeps / experiments * 100.
-- baseline val_bpb: the first row's val_bpb (if the first row has no metric, the first row that does).
-- best val_bpb: the lowest val_bpb among kept rows; crashed rows (val_bpb 0.000000) never count.
-- total improvement %: (baseline - best) / baseline * 100; positive means better (lower bpb).
-- improvement per experiment %: total improvement / number of experiments after the baseline row,
-  i.e. the average gain each post-baseline experiment bought, kept or not.
-- longest stall: the longest run of consecutive non-keep rows (discard, crash, no-run). The
+- baseline val_bpb: the baseline's mean (if the first verdict row has no mean, the first that does).
+- best val_bpb: the lowest mean among keep verdicts. A measure row never counts, however low its
+  val_bpb, and neither does a crashed run (val_bpb 0.000000).
+- total improvement: baseline - best in bpb; as % of the baseline (positive means better, lower
+  bpb); in σ (the bpb / sigma).
+- improvement per experiment %: total improvement % / the number of experiments after the
+  baseline, i.e. the average gain each post-baseline experiment bought, kept or not.
+- longest stall: the longest run of consecutive non-keep verdicts (discard, crash, no-run). The
   baseline is a keep, so it never belongs to a stall; a stall still running at the end counts.
-- crashes: rows with status crash.
-- ours only: directive keeps = kept rows with a non-empty directive whose agent_choice is
-  followed or adapted; agent keeps = the other kept rows, the baseline excluded (nobody led it),
-  so directive_keeps + agent_keeps = keeps - 1.
-- ours only: GPU duty % = sum(training_seconds) / wall * 100 with wall = last timestamp - first
-  timestamp + first row's total_seconds: a row is stamped when it is recorded, after its run,
-  so the baseline's run lies just before the first timestamp.
+- crashes: crash verdicts.
+- sigma (σ): the last recorded `sigma`, the campaign's pooled seed noise (the standard deviation
+  of one run's val_bpb across seeds); noise runs: the baseline's runs, on which σ is first measured.
+- confirmed keeps: keep verdicts after the baseline resting on 2 or more runs. Rejected
+  candidates: discard verdicts after the baseline resting on 2 or more runs (a first run beat the
+  best, its confirmation did not). Single-run keeps: keep verdicts after the baseline resting on
+  one run, kept without a noise check (a campaign with --noise-runs 1, or an older format).
+- confirm share %: the time of confirmation runs (the 2nd and later runs of an experiment after
+  the baseline) / the time of all rows * 100; noise share %: the same for the baseline's 2nd and
+  later runs. A row's time is its total_seconds, else its training_seconds.
+- ours only: directive keeps = keeps with a non-empty directive whose agent_choice is followed
+  or adapted; agent keeps = the other keeps, the baseline excluded (nobody led it), so
+  directive_keeps + agent_keeps = keeps - 1.
+- ours only: GPU duty % = sum(training_seconds) over all rows / wall * 100 with wall = last
+  timestamp - first timestamp + first row's total_seconds: a row is stamped when it is
+  recorded, after its run, so the first run lies just before the first timestamp.
 """
 
 import argparse
-import csv
 import json
 import logging
-import math
 import os
 import sys
-from dataclasses import dataclass
-from datetime import datetime
+
+from graph.results import (CRASH, DISCARD, NO_RUN, RESULTS_FILE, ResultsError, multi_run, read_results,
+                           resolve_tsv)
 
 # -----------------------------------------------------------------------------
 # Constants
 
-RESULTS_FILE = "results.tsv"
 REPORT_FILE = "report.md"
 PLOT_FILE = "progress.png"
-
-# header -> format name; matched on the exact column names, lower-cased, in order
-FORMATS = {
-    "ours": ("commit", "val_bpb", "memory_gb", "status", "description", "iteration",
-             "best_val_bpb", "training_seconds", "total_seconds", "directive", "agent_choice",
-             "timestamp", "sandbox"),
-    "ours-v1": ("commit", "val_bpb", "memory_gb", "status", "description", "iteration",   # before the sandbox
-                "best_val_bpb", "training_seconds", "total_seconds", "directive", "agent_choice",
-                "timestamp"),
-    "autoresearch": ("commit", "val_bpb", "memory_gb", "status", "description"),
-    "autoautoresearch": ("iter", "val_bpb", "best_val_bpb", "memory_gb", "status", "description",
-                         "timestamp"),
-}
-
-KEEP, DISCARD, CRASH, NO_RUN = "keep", "discard", "crash", "no-run"
-# spellings other tools (or a hand-edited file) use for the same statuses
-STATUS_ALIASES = {"kept": KEEP, "baseline": KEEP, "discarded": DISCARD, "crashed": CRASH,
-                  "no_run": NO_RUN, "norun": NO_RUN}
-# a directive counts for a keep only if the agent actually acted on it
-LED_CHOICES = ("followed", "adapted")
 
 EXIT_USAGE = 2  # missing file, unknown header: the caller's mistake, not ours
 
@@ -77,153 +69,13 @@ MAX_LABELS = 8       # annotate only the biggest wins, or the plot turns into te
 LABEL_CHARS = 32     # truncate annotated descriptions to this many characters
 OFFSCALE_SPAN = 3.0  # y axis reaches baseline + this many (baseline - best) spans; above is off scale
 
-log = logging.getLogger("graph.report")
-
-
-class ReportError(Exception):
-    """A problem the user can fix (wrong path, foreign file); the CLI prints it and exits 2."""
-
-
-# -----------------------------------------------------------------------------
-# Reading results.tsv
-
-@dataclass
-class Row:
-    index: int                 # 0-based position among the parsed rows; 0 is the baseline
-    fmt: str                   # which of FORMATS the row was read from
-    status: str                # normalized: keep | discard | crash | no-run | (anything else, lower-cased)
-    val_bpb: float | None      # None when the run produced no metric (crash convention 0.000000)
-    description: str = ""
-    commit: str = ""
-    memory_gb: float | None = None
-    iteration: int | None = None
-    training_seconds: float | None = None
-    total_seconds: float | None = None
-    directive: str = ""
-    agent_choice: str = ""
-    timestamp: datetime | None = None
-
-    @property
-    def kept(self):
-        return self.status == KEEP
-
-    @property
-    def directive_led(self):
-        return bool(self.directive) and self.agent_choice in LED_CHOICES
-
-
-def _number(text, kind=float):
-    """Empty means unknown (None); anything else must parse, or the row is damaged."""
-    text = text.strip()
-    return kind(text) if text else None
-
-
-def _lenient_number(text):
-    # memory_gb is informational only: a stray "N/A" should not cost us the whole experiment
-    try:
-        return _number(text)
-    except ValueError:
-        return None
-
-
-def _timestamp(text):
-    text = text.strip()
-    return datetime.fromisoformat(text) if text else None
-
-
-def _metric(text):
-    # autoresearch writes 0.000000 for a crashed run; nan/inf/negatives are no metric either
-    value = float(text)
-    return value if math.isfinite(value) and value > 0 else None
-
-
-def _status(text):
-    status = text.strip().lower()
-    return STATUS_ALIASES.get(status, status)
-
-
-def _parse_row(fmt, fields, index):
-    """One tsv line's fields -> Row. Raises ValueError on a damaged line."""
-    columns = FORMATS[fmt]
-    if len(fields) != len(columns):
-        raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
-    f = dict(zip(columns, fields))
-    if not f["status"].strip():
-        raise ValueError("empty status")
-    row = Row(index=index, fmt=fmt, status=_status(f["status"]), val_bpb=_metric(f["val_bpb"]),
-              description=f["description"].strip(), memory_gb=_lenient_number(f["memory_gb"]))
-    ours = fmt.startswith("ours")
-    if ours or fmt == "autoresearch":
-        row.commit = f["commit"].strip()
-    if ours:
-        row.iteration = _number(f["iteration"], int)
-        row.training_seconds = _number(f["training_seconds"])
-        row.total_seconds = _number(f["total_seconds"])
-        row.directive = f["directive"].strip()
-        row.agent_choice = f["agent_choice"].strip().lower()
-    if fmt == "autoautoresearch":
-        row.iteration = _number(f["iter"], int)
-    if ours or fmt == "autoautoresearch":
-        row.timestamp = _timestamp(f["timestamp"])
-    return row
-
-
-def resolve_tsv(path):
-    """A run dir or a tsv file -> the tsv path. Raises ReportError if there is none."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, RESULTS_FILE)
-    if not os.path.isfile(path):
-        raise ReportError(f"no results file at {path}")
-    return path
-
-
-def detect_format(header_line):
-    columns = tuple(c.strip().lower() for c in header_line.lstrip("\ufeff").rstrip("\r\n").split("\t"))
-    for fmt, expected in FORMATS.items():
-        if columns == expected:
-            return fmt
-    known = "; ".join(f"{fmt} ({len(cols)} columns)" for fmt, cols in FORMATS.items())
-    raise ReportError(f"unknown results.tsv header {header_line.strip()!r}; known formats: {known}")
-
-
-def read_results(path):
-    """Parse a results.tsv (or the one in a run dir) into a list of Row, in file order.
-
-    Blank lines are skipped silently; damaged lines (wrong column count, unparsable numbers,
-    typically the last line of a campaign killed mid-write) are skipped with a logged warning.
-    """
-    tsv = resolve_tsv(path)
-    with open(tsv, encoding="utf-8", newline="") as f:
-        lines = f.read().splitlines(keepends=True)
-    if not lines:
-        raise ReportError(f"{tsv} is empty (no header line)")
-    fmt = detect_format(lines[0])
-    rows = []
-    for lineno, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        # QUOTE_NONE: descriptions are free text, a stray quote must not swallow the next rows
-        fields = next(csv.reader([line.rstrip("\r\n")], delimiter="\t", quoting=csv.QUOTE_NONE))
-        try:
-            rows.append(_parse_row(fmt, fields, len(rows)))
-        except ValueError as e:
-            partial = lineno == len(lines) and not line.endswith("\n")
-            what = "partial last line (campaign killed mid-write?)" if partial else "damaged line"
-            log.warning("%s:%d: skipping %s: %s", tsv, lineno, what, e)
-    return rows
-
 
 # -----------------------------------------------------------------------------
 # Figures
 
-def _baseline(rows):
-    return next((r for r in rows if r.val_bpb is not None), None)
-
-
-def _longest_stall(rows):
+def _longest_stall(verdicts):
     longest = current = 0
-    for r in rows:
+    for r in verdicts:
         current = 0 if r.kept else current + 1
         longest = max(longest, current)
     return longest
@@ -237,42 +89,66 @@ def _gpu_duty_pct(rows):
         wall = (stamped[-1].timestamp - stamped[0].timestamp).total_seconds()
     except TypeError:  # one timestamp with a zone, one without: no honest answer
         return None
-    wall += stamped[0].total_seconds or 0.0     # the baseline ran before its row was stamped
+    wall += stamped[0].total_seconds or 0.0     # the first run ran before its row was stamped
     training = sum(r.training_seconds or 0.0 for r in rows)
     return training / wall * 100 if wall > 0 else None
 
 
+def _seconds(r):
+    # a writer that timed only the training still tells us most of a run's cost
+    return r.total_seconds if r.total_seconds is not None else (r.training_seconds or 0.0)
+
+
+def _time_share_pct(rows, part):
+    total = sum(_seconds(r) for r in rows)
+    return sum(_seconds(r) for r in rows if part(r)) / total * 100 if total > 0 else None
+
+
 def compute_figures(rows):
     """The campaign's figures as a plain dict (JSON-ready). See the module docstring for definitions."""
-    n = len(rows)
-    keeps = sum(r.kept for r in rows)
-    base = _baseline(rows)
-    kept_metrics = [r.val_bpb for r in rows if r.kept and r.val_bpb is not None]
-    best = min(kept_metrics) if kept_metrics else None
+    verdicts = [r for r in rows if r.is_verdict]
+    n = len(verdicts)
+    keeps = [r for r in verdicts if r.kept]
+    base = next((r for r in verdicts if r.mean is not None), None)
+    best = min((r.mean for r in keeps if r.mean is not None), default=None)
+    sigma = next((r.sigma for r in reversed(rows) if r.sigma is not None), None)
 
-    total = per_exp = None
+    total_bpb = total_pct = total_sigma = per_exp = None
     if base is not None and best is not None:
-        total = (base.val_bpb - best) / base.val_bpb * 100
-        after = n - 1 - base.index  # experiments that came after the baseline row
-        per_exp = total / after if after > 0 else None
+        total_bpb = base.mean - best
+        total_pct = total_bpb / base.mean * 100
+        total_sigma = total_bpb / sigma if sigma else None
+        after = n - 1 - verdicts.index(base)  # experiments that came after the baseline
+        per_exp = total_pct / after if after > 0 else None
 
     fmt = rows[0].fmt if rows else None
     ours = (fmt or "").startswith("ours")
-    # the baseline (first row) is nobody's idea, so neither directive- nor agent-led
-    led = [r for r in rows[1:] if r.kept]
+    # the baseline is nobody's idea and nobody's candidate: neither led nor confirmed
+    later = [r for r in verdicts if not r.is_baseline]
+    later_keeps = [r for r in later if r.kept]
     return {
         "format": fmt,
         "experiments": n,
-        "keeps": keeps,
-        "keep_rate_pct": keeps / n * 100 if n else None,
-        "total_improvement_pct": total,
+        "runs": sum(r.status != NO_RUN for r in rows),
+        "keeps": len(keeps),
+        "keep_rate_pct": len(keeps) / n * 100 if n else None,
+        "total_improvement_pct": total_pct,
+        "total_improvement_bpb": total_bpb,
+        "total_improvement_sigma": total_sigma,
         "improvement_per_experiment_pct": per_exp,
-        "longest_stall": _longest_stall(rows),
+        "longest_stall": _longest_stall(verdicts),
         "best_val_bpb": best,
-        "baseline_val_bpb": base.val_bpb if base else None,
-        "crashes": sum(r.status == CRASH for r in rows),
-        "directive_keeps": sum(r.directive_led for r in led) if ours else None,
-        "agent_keeps": sum(not r.directive_led for r in led) if ours else None,
+        "baseline_val_bpb": base.mean if base else None,
+        "crashes": sum(r.status == CRASH for r in verdicts),
+        "sigma": sigma,
+        "noise_runs": base.runs if base else None,
+        "confirmed_keeps": sum(r.runs >= 2 for r in later_keeps),
+        "rejected_candidates": sum(r.status == DISCARD and r.runs >= 2 for r in later),
+        "single_run_keeps": sum(r.runs == 1 for r in later_keeps),
+        "confirm_share_pct": _time_share_pct(rows, lambda r: not r.is_baseline and r.runs >= 2),
+        "noise_share_pct": _time_share_pct(rows, lambda r: r.is_baseline and r.runs >= 2),
+        "directive_keeps": sum(r.directive_led for r in later_keeps) if ours else None,
+        "agent_keeps": sum(not r.directive_led for r in later_keeps) if ours else None,
         "gpu_duty_pct": _gpu_duty_pct(rows) if ours else None,
     }
 
@@ -282,28 +158,31 @@ def compute_figures(rows):
 
 FIGURE_LABELS = [  # (key, label, format); figures that are None are left out of the table
     ("experiments", "experiments (baseline included)", "{}"),
+    ("runs", "training runs (every seed)", "{}"),
     ("keeps", "keeps (baseline included)", "{}"),
     ("keep_rate_pct", "keep rate", "{:.1f}%"),
     ("baseline_val_bpb", "baseline val_bpb", "{:.6f}"),
     ("best_val_bpb", "best val_bpb", "{:.6f}"),
     ("total_improvement_pct", "total improvement", "{:.3f}%"),
+    ("total_improvement_bpb", "total improvement (bpb)", "{:.6f}"),
+    ("total_improvement_sigma", "total improvement (σ)", "{:.2f}σ"),
     ("improvement_per_experiment_pct", "improvement per experiment", "{:.4f}%"),
     ("longest_stall", "longest stall (consecutive non-keeps)", "{}"),
     ("crashes", "crashes", "{}"),
+    ("sigma", "seed noise σ (one run)", "{:.6f}"),
+    ("noise_runs", "baseline runs (noise measured on)", "{}"),
+    ("confirmed_keeps", "confirmed keeps (2+ runs)", "{}"),
+    ("rejected_candidates", "rejected candidates (failed confirmation)", "{}"),
+    ("single_run_keeps", "single-run keeps (no noise check)", "{}"),
+    ("confirm_share_pct", "confirmation runs' share of run time", "{:.1f}%"),
+    ("noise_share_pct", "noise runs' share of run time", "{:.1f}%"),
     ("directive_keeps", "directive-led keeps", "{}"),
     ("agent_keeps", "agent-led keeps", "{}"),
     ("gpu_duty_pct", "GPU duty (training / wall time)", "{:.1f}%"),
 ]
 
-DEFINITIONS = """\
-- *experiments* counts every row, the baseline included; *keeps* counts `keep` rows, the baseline included.
-- *total improvement* = (baseline val_bpb − best kept val_bpb) / baseline val_bpb; positive is better.
-- *improvement per experiment* = total improvement / number of experiments after the baseline.
-- *longest stall* = longest run of consecutive non-keep rows (discard, crash, no-run).
-- crashed runs (val_bpb 0.000000) never count as best.
-- *directive-led keep*: a keep whose row has a directive the agent followed or adapted; the baseline is neither kind.
-- *GPU duty* = Σ training_seconds / (last timestamp − first timestamp + the baseline's total_seconds).
-"""
+# the definitions live once, in this module's docstring; report.md quotes them
+DEFINITIONS = __doc__[__doc__.index("Definitions (report.md"):].split("\n", 1)[1].strip() + "\n"
 
 
 def _md(text):
@@ -315,46 +194,90 @@ def _fmt_bpb(value):
     return f"{value:.6f}" if value is not None else "—"
 
 
+def _fmt_mean(r):
+    # an experiment's mean, and the seed noise of one run as the campaign knew it at the verdict
+    return _fmt_bpb(r.mean) + (f" ± {r.sigma:.4f}" if r.mean is not None and r.sigma else "")
+
+
+def _experiment_number(r):
+    # the campaign's own number for it; autoresearch's rows have none, so their position
+    return r.iteration if r.iteration is not None else r.index
+
+
+def _table(header, lines):
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+           ["| " + " | ".join(cells) + " |" for cells in lines]
+
+
 def campaign_name(tsv):
     return os.path.basename(os.path.dirname(os.path.abspath(tsv))) or "campaign"
 
 
 def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE):
+    fmt = figures["format"]
+    ours, runs = (fmt or "").startswith("ours"), multi_run(fmt)
+    verdicts = [r for r in rows if r.is_verdict]
     out = [f"# Campaign report: {name}", ""]
-    out.append(f"Source: `{tsv_name}` ({figures['format'] or 'no rows yet, so no'} format, {len(rows)} rows).")
+    out.append(f"Source: `{tsv_name}` ({fmt or 'no rows yet, so no'} format, {len(rows)} rows).")
     out += ["", f"![progress]({PLOT_FILE})", "", f"[{PLOT_FILE}]({PLOT_FILE})", ""]
 
     out += ["## Figures", "", "| figure | value |", "|---|---|"]
-    for key, label, fmt in FIGURE_LABELS:
+    for key, label, form in FIGURE_LABELS:
         if figures.get(key) is not None:
-            out.append(f"| {label} | {fmt.format(figures[key])} |")
+            out.append(f"| {label} | {form.format(figures[key])} |")
 
-    ours = (figures["format"] or "").startswith("ours")
     out += ["", "## Kept experiments", ""]
-    kept = [r for r in rows if r.kept]
+    kept = [r for r in verdicts if r.kept]
     if kept:
-        out.append("| # | commit | val_bpb | vs previous best | description |" + (" led by |" if ours else ""))
-        out.append("|---|---|---|---|---|" + ("---|" if ours else ""))
-        best = None
+        header = ["#", "commit"] + (["mean ± σ", "runs"] if runs else ["val_bpb"]) + \
+                 ["vs previous best", "description"] + (["led by"] if ours else [])
+        lines, best = [], None
         for r in kept:
             delta = ""
-            if r.val_bpb is not None and best is not None:
-                delta = f"{(r.val_bpb - best) / best * 100:+.3f}%"
-            if r.val_bpb is not None:
-                best = r.val_bpb if best is None else min(best, r.val_bpb)
-            line = f"| {r.index} | `{r.commit or '-'}` | {_fmt_bpb(r.val_bpb)} | {delta} | {_md(r.description)} |"
+            if r.mean is not None and best is not None:
+                delta = f"{(r.mean - best) / best * 100:+.3f}%"
+            if r.mean is not None:
+                best = r.mean if best is None else min(best, r.mean)
+            cells = [str(_experiment_number(r)), f"`{r.commit or '-'}`"]
+            cells += [_fmt_mean(r), str(r.runs)] if runs else [_fmt_bpb(r.mean)]
+            cells += [delta, _md(r.description)]
             if ours:
-                by = "baseline" if r.index == 0 else (f"directive ({r.agent_choice})" if r.directive_led else "agent")
-                line += f" {by} |"
-            out.append(line)
+                cells.append("baseline" if r.is_baseline else
+                             f"directive ({r.agent_choice})" if r.directive_led else "agent")
+            lines.append(cells)
+        out += _table(header, lines)
     else:
         out.append("None.")
 
+    out += ["", "## Noise", ""]
+    if figures["sigma"] is not None:
+        out.append(f"Seed noise σ = {figures['sigma']:.6f}: the campaign's pooled estimate of the standard "
+                   f"deviation of one run's val_bpb, first measured on the baseline's {figures['noise_runs']} runs.")
+        if figures["total_improvement_sigma"] is not None:
+            out.append(f"The total improvement, {figures['total_improvement_bpb']:.6f} bpb, "
+                       f"is {figures['total_improvement_sigma']:.2f}σ.")
+    else:
+        out.append("No seed noise measured: a gain smaller than the run-to-run noise cannot be told from luck.")
+    out += ["", f"- confirmed keeps: {figures['confirmed_keeps']}",
+            f"- rejected candidates: {figures['rejected_candidates']}"]
+    if figures["single_run_keeps"]:
+        out.append(f"- **single-run keeps: {figures['single_run_keeps']}**, kept on one run without a noise check")
+    for key, what in (("confirm_share_pct", "confirmation runs"), ("noise_share_pct", "noise runs")):
+        if figures[key] is not None:
+            out.append(f"- {what}' share of run time: {figures[key]:.1f}%")
+    rejected = [r for r in verdicts if r.status == DISCARD and not r.is_baseline and r.runs >= 2]
+    if rejected:
+        out += ["", "Rejected candidates (a first run beat the best, the confirmation did not):", ""]
+        out += _table(["#", "commit", "mean ± σ", "runs", "description", "reason"],
+                      [[str(_experiment_number(r)), f"`{r.commit or '-'}`", _fmt_mean(r), str(r.runs),
+                        _md(r.description), _md(r.reason)] for r in rejected])
+
     out += ["", "## Crashes", ""]
-    crashed = [r for r in rows if r.status == CRASH]
+    crashed = [r for r in verdicts if r.status == CRASH]
     if crashed:
-        out += ["| # | commit | description |", "|---|---|---|"]
-        out += [f"| {r.index} | `{r.commit or '-'}` | {_md(r.description)} |" for r in crashed]
+        out += _table(["#", "commit", "description"] + (["reason"] if runs else []),
+                      [[str(_experiment_number(r)), f"`{r.commit or '-'}`", _md(r.description)] +
+                       ([_md(r.reason)] if runs else []) for r in crashed])
     else:
         out.append("None.")
 
@@ -366,6 +289,7 @@ def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE):
 # progress.png
 
 def plot_progress(name, rows, figures, path):
+    """Draw progress.png; returns the Figure (tests read its artists)."""
     # Figure + Agg canvas directly, not pyplot: no global figure registry, so nothing can leak
     # across the hundreds of calls a campaign makes, and the caller's backend is left alone.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -378,81 +302,105 @@ def plot_progress(name, rows, figures, path):
     ax = fig.add_subplot()
     top_edge = blended_transform_factory(ax.transData, ax.transAxes)  # x in data, y in axes
 
-    measured = [r for r in rows if r.val_bpb is not None]
-    base, best = figures["baseline_val_bpb"], figures["best_val_bpb"]
+    # v3: an experiment sits at its iteration, its runs around its mean; older formats: one row, one x
+    multi = multi_run(figures["format"])
+    x = _experiment_number if multi else (lambda r: r.index)
+    mean_label = " (mean of its runs)" if multi else ""
+    verdicts = [r for r in rows if r.is_verdict]
+    # a crash's mean (its runs before the crash) is no result: it is drawn as a crash
+    measured = [r for r in verdicts if r.mean is not None and r.status != CRASH]
+    base, best, sigma = figures["baseline_val_bpb"], figures["best_val_bpb"], figures["sigma"]
 
     # y range: from the best to a bit above the baseline; wild discards would flatten the story
     y_top = None
     if base is not None and best is not None:
         span = max(base - best, base * 0.05)    # early on, discards a few % worse stay visible
         y_top = base + OFFSCALE_SPAN * span
-    on_scale = [r for r in measured if y_top is None or r.val_bpb <= y_top]
-    off_scale = [r for r in measured if y_top is not None and r.val_bpb > y_top]
+    on_scale = [r for r in measured if y_top is None or r.mean <= y_top]
+    off_scale = [r for r in measured if y_top is not None and r.mean > y_top]
+    run_dots = [r for r in rows if multi and r.val_bpb is not None and (y_top is None or r.val_bpb <= y_top)]
 
+    if run_dots:
+        ax.scatter([x(r) for r in run_dots], [r.val_bpb for r in run_dots], s=10, color="#5f6368",
+                   alpha=0.6, linewidth=0, label="one run (a seed)", zorder=2)
     others = [r for r in on_scale if not r.kept]
     kept = [r for r in on_scale if r.kept]
-    ax.scatter([r.index for r in others], [r.val_bpb for r in others], s=18, color="#9aa0a6",
-               alpha=0.8, label="discarded", zorder=2)
-    ax.scatter([r.index for r in kept], [r.val_bpb for r in kept], s=46, color="#2e9d4f",
-               edgecolor="#14522a", linewidth=0.8, label="kept", zorder=4)
+    ax.scatter([x(r) for r in others], [r.mean for r in others], s=18, color="#9aa0a6",
+               alpha=0.8, label="discarded" + mean_label, zorder=2)
+    ax.scatter([x(r) for r in kept], [r.mean for r in kept], s=46, color="#2e9d4f",
+               edgecolor="#14522a", linewidth=0.8, label="kept" + mean_label, zorder=4)
 
     # running best over kept experiments, held until the end of the campaign; note each win's size
     xs, ys, cur, wins = [], [], None, {}
-    for r in rows:
-        if r.kept and r.val_bpb is not None:
-            if cur is not None and r.val_bpb < cur:
-                wins[r.index] = cur - r.val_bpb
-            cur = r.val_bpb if cur is None else min(cur, r.val_bpb)
+    for r in verdicts:
+        if r.kept and r.mean is not None:
+            if cur is not None and r.mean < cur:
+                wins[r.index] = cur - r.mean
+            cur = r.mean if cur is None else min(cur, r.mean)
         if cur is not None:
-            xs.append(r.index)
+            xs.append(x(r))
             ys.append(cur)
     if xs:
         ax.step(xs, ys, where="post", color="#2e9d4f", linewidth=1.6, alpha=0.9, label="running best", zorder=3)
+        if sigma:
+            # a later experiment must clear this band to be told from a lucky seed
+            ax.fill_between(xs, [y - sigma for y in ys], [y + sigma for y in ys], step="post",
+                            color="#2e9d4f", alpha=0.13, linewidth=0, zorder=1,
+                            label=f"±1σ seed noise (σ = {sigma:.4f})")
 
     # no metric (crash, no-run) or off the chart: markers pinned to the top edge
-    nometric = [r for r in rows if r.val_bpb is None]
+    nometric = [r for r in verdicts if r.mean is None or r.status == CRASH]
     if nometric:
-        ax.scatter([r.index for r in nometric], [0.97] * len(nometric), marker="x", s=30,
+        ax.scatter([x(r) for r in nometric], [0.97] * len(nometric), marker="x", s=30,
                    color="#d93025", transform=top_edge, label="crash / no metric", zorder=5, clip_on=False)
     if off_scale:
-        ax.scatter([r.index for r in off_scale], [0.97] * len(off_scale), marker="^", s=26,
+        ax.scatter([x(r) for r in off_scale], [0.97] * len(off_scale), marker="^", s=26,
                    color="#9aa0a6", transform=top_edge, label="off scale (worse)", zorder=5, clip_on=False)
 
     # directive iterations: a ring around the dot, and a tick on the bottom edge so crashed ones show too
-    directed = [r for r in rows if r.directive]
+    directed = [r for r in verdicts if r.directive]
     if directed:
-        ax.scatter([r.index for r in directed], [0.015] * len(directed), marker="|", s=120,
+        ax.scatter([x(r) for r in directed], [0.015] * len(directed), marker="|", s=120,
                    color="#7b1fa2", transform=top_edge, label="directive given", zorder=5, clip_on=False)
-        ringed = [r for r in directed if r.val_bpb is not None and (y_top is None or r.val_bpb <= y_top)]
-        ax.scatter([r.index for r in ringed], [r.val_bpb for r in ringed], s=110, facecolor="none",
+        ringed = [r for r in directed if r in on_scale]
+        ax.scatter([x(r) for r in ringed], [r.mean for r in ringed], s=110, facecolor="none",
                    edgecolor="#7b1fa2", linewidth=1.2, zorder=5)
 
     # name the kept experiments that moved the running best the most
     labelled = [r for r in kept if r.index in wins]
     for r in sorted(labelled, key=lambda r: -wins[r.index])[:MAX_LABELS]:
         text = r.description if len(r.description) <= LABEL_CHARS else r.description[:LABEL_CHARS - 1] + "…"
-        ax.annotate(text, (r.index, r.val_bpb), xytext=(4, 6), textcoords="offset points",
+        ax.annotate(text, (x(r), r.mean), xytext=(4, 6), textcoords="offset points",
                     fontsize=7, rotation=25, color="#14522a", zorder=6)
 
-    if on_scale:
+    plotted = [r.mean for r in on_scale] + [r.val_bpb for r in run_dots]
+    if plotted:
         # headroom above the worst plotted point keeps the pinned markers clear of the dots
-        lo, hi = min(r.val_bpb for r in on_scale), max(r.val_bpb for r in on_scale)
+        lo, hi = min(plotted), max(plotted)
+        if sigma and best is not None:
+            lo = min(lo, best - sigma)      # the whole band under the best
         pad = (hi - lo) * 0.06 or lo * 0.001
         ax.set_ylim(lo - 2 * pad, hi + 3 * pad)  # and the directive ticks clear of the best dots
     # a little room on the right for the last labels; experiments are whole numbers
-    ax.set_xlim(-0.5, max(len(rows) - 1, 1) + max(0.5, len(rows) * 0.05))
+    last = max((x(r) for r in rows), default=0)
+    ax.set_xlim(-0.5, max(last, 1) + max(0.5, (last + 1) * 0.05))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("experiment # (0 = baseline)")
     ax.set_ylabel("val_bpb (lower is better)")
-    title = f"{name}: {figures['experiments']} experiments, {figures['keeps']} kept"
+    title = f"{name}: {figures['experiments']} experiments"
+    title += f" ({figures['runs']} runs), " if multi else ", "
+    title += f"{figures['keeps']} kept"
     if figures["total_improvement_pct"] is not None:
         title += f", {figures['total_improvement_pct']:.2f}% better than baseline"
+        if figures["total_improvement_sigma"] is not None:
+            title += f" ({figures['total_improvement_bpb']:.4f} bpb = {figures['total_improvement_sigma']:.1f}σ)"
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if rows:
-        ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+        ax.legend(loc="lower left", fontsize=8, framealpha=0.9, ncol=2 if multi else 1)
     fig.tight_layout()
     fig.savefig(path)
+    return fig
 
 
 # -----------------------------------------------------------------------------
@@ -487,7 +435,7 @@ def main(argv=None):
     logging.basicConfig(format="report: warning: %(message)s", level=logging.WARNING)
     try:
         figures = write_report(args.path, args.out)
-    except ReportError as e:
+    except ResultsError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:  # e.g. an --out we may not write to

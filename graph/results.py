@@ -1,18 +1,258 @@
 """
-results.tsv: one row per experiment, appended and fsync'ed before the campaign moves on, so a
-killed process never loses a recorded experiment. The first five columns are autoresearch's.
+results.tsv: one row per training run, appended and fsync'ed before the campaign moves on, so a
+killed process never loses a recorded run. The first five columns are autoresearch's. An
+experiment (one iteration's code) may be run several times with different seeds; its last row
+carries the verdict, the earlier ones have status `measure`.
+
+This module is the format's one home: its columns (and the older headers still read), the status
+words, the Row a line parses into, the reader and the writer. graph/report.py computes figures
+from what read_results returns; the columns' meaning is in docs/INTERFACES.md.
 """
 
+import csv
 import datetime as dt
+import logging
+import math
 import os
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from graph.report import read_results
+# -----------------------------------------------------------------------------
+# Constants
 
-COLUMNS = ["commit", "val_bpb", "memory_gb", "status", "description", "iteration", "best_val_bpb",
-           "training_seconds", "total_seconds", "directive", "agent_choice", "timestamp", "sandbox"]
+RESULTS_FILE = "results.tsv"
+
+# each version of ours appended columns, so the older headers are prefixes of this one
+COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description",        # autoresearch's
+           "iteration", "best_val_bpb", "training_seconds", "total_seconds", "directive",
+           "agent_choice", "timestamp",                                      # ours-v1
+           "sandbox",                                                        # ours-v2
+           "seed", "runs", "mean", "sigma", "reason")                        # ours (v3): multi-run
+
+# header -> format name; matched on the exact column names, lower-cased, in order
+FORMATS = {
+    "ours": COLUMNS,
+    "ours-v2": COLUMNS[:13],     # one run per experiment
+    "ours-v1": COLUMNS[:12],     # before the sandbox
+    "autoresearch": COLUMNS[:5],
+    "autoautoresearch": ("iter", "val_bpb", "best_val_bpb", "memory_gb", "status", "description",
+                         "timestamp"),
+}
+
+KEEP, DISCARD, CRASH, NO_RUN = "keep", "discard", "crash", "no-run"     # verdicts
+# one run of a multi-run measurement; the verdict is on a later row of the same iteration
+MEASURE = "measure"
+# spellings other tools (or a hand-edited file) use for the same statuses
+STATUS_ALIASES = {"kept": KEEP, "baseline": KEEP, "discarded": DISCARD, "crashed": CRASH,
+                  "no_run": NO_RUN, "norun": NO_RUN}
+# a directive counts for a keep only if the agent actually acted on it
+LED_CHOICES = ("followed", "adapted")
+
 HISTORY_ROWS = 40        # rows of history the agent sees (the oldest are summarised by count)
 
+log = logging.getLogger("graph.results")
+
+
+class ResultsError(Exception):
+    """A problem the user can fix (wrong path, foreign file); graph.report's CLI prints it and exits 2."""
+
+
+# -----------------------------------------------------------------------------
+# Reading
+
+@dataclass
+class Row:
+    """One line of results.tsv: one training run (or a no-run). A row of a format that does not
+    record runs (all but ours v3, or a v3 writer that left `runs` empty) is an experiment of its
+    own: runs 1 (0 for a no-run) and mean = val_bpb."""
+    index: int                 # 0-based position among the parsed rows; 0 is the baseline's (first) run
+    fmt: str                   # which of FORMATS the row was read from
+    status: str                # normalized: keep | discard | crash | no-run | measure | (anything else, lower-cased)
+    val_bpb: float | None      # this run's; None when it produced no metric (crash convention 0.000000)
+    description: str = ""
+    commit: str = ""
+    memory_gb: float | None = None
+    iteration: int | None = None
+    training_seconds: float | None = None
+    total_seconds: float | None = None
+    directive: str = ""
+    agent_choice: str = ""
+    timestamp: datetime | None = None
+    seed: int | None = None
+    runs: int | None = None    # runs of this experiment recorded up to and including this row
+    mean: float | None = None  # mean val_bpb of the experiment's successful runs up to this row
+    sigma: float | None = None  # the campaign's pooled seed-noise estimate after this row
+    reason: str = ""
+
+    @property
+    def kept(self):
+        return self.status == KEEP
+
+    @property
+    def is_verdict(self):
+        """The row closes its experiment: its status is the experiment's verdict."""
+        return self.status != MEASURE
+
+    @property
+    def is_baseline(self):
+        """The row belongs to the baseline experiment: iteration 0, or the first row where the
+        format has no iteration (autoresearch)."""
+        return self.iteration == 0 if self.iteration is not None else self.index == 0
+
+    @property
+    def directive_led(self):
+        return bool(self.directive) and self.agent_choice in LED_CHOICES
+
+
+def _number(text, kind=float):
+    """Empty means unknown (None); anything else must parse, or the row is damaged."""
+    text = text.strip()
+    return kind(text) if text else None
+
+
+def _lenient_number(text):
+    # memory_gb is informational only: a stray "N/A" should not cost us the whole experiment
+    try:
+        return _number(text)
+    except ValueError:
+        return None
+
+
+def _timestamp(text):
+    text = text.strip()
+    return datetime.fromisoformat(text) if text else None
+
+
+def _metric(text):
+    # autoresearch writes 0.000000 for a crashed run; nan/inf/negatives are no metric either
+    value = float(text)
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _status(text):
+    status = text.strip().lower()
+    return STATUS_ALIASES.get(status, status)
+
+
+def _parse_row(fmt, fields, index):
+    """One tsv line's fields -> Row. Raises ValueError on a damaged line."""
+    columns = FORMATS[fmt]
+    if len(fields) != len(columns):
+        raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
+    f = dict(zip(columns, fields))
+    if not f["status"].strip():
+        raise ValueError("empty status")
+    row = Row(index=index, fmt=fmt, status=_status(f["status"]), val_bpb=_metric(f["val_bpb"]),
+              description=f["description"].strip(), memory_gb=_lenient_number(f["memory_gb"]))
+    ours = fmt.startswith("ours")
+    if ours or fmt == "autoresearch":
+        row.commit = f["commit"].strip()
+    if ours:
+        row.iteration = _number(f["iteration"], int)
+        row.training_seconds = _number(f["training_seconds"])
+        row.total_seconds = _number(f["total_seconds"])
+        row.directive = f["directive"].strip()
+        row.agent_choice = f["agent_choice"].strip().lower()
+    if fmt == "autoautoresearch":
+        row.iteration = _number(f["iter"], int)
+    if ours or fmt == "autoautoresearch":
+        row.timestamp = _timestamp(f["timestamp"])
+    if "runs" in f:
+        row.seed = _number(f["seed"], int)
+        row.runs = _number(f["runs"], int)
+        row.mean = _metric(f["mean"]) if f["mean"].strip() else None
+        row.sigma = _number(f["sigma"])
+        row.reason = f["reason"].strip()
+    if row.runs is None:       # the row does not say: it is its own experiment
+        row.runs = 0 if row.status == NO_RUN else 1
+        row.mean = row.val_bpb
+    return row
+
+
+def resolve_tsv(path):
+    """A run dir or a tsv file -> the tsv path. Raises ResultsError if there is none."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, RESULTS_FILE)
+    if not os.path.isfile(path):
+        raise ResultsError(f"no results file at {path}")
+    return path
+
+
+def multi_run(fmt):
+    """The format records several runs per experiment (seed, runs, mean, sigma)."""
+    return "runs" in FORMATS.get(fmt, ())
+
+
+def detect_format(header_line):
+    columns = tuple(c.strip().lower() for c in header_line.lstrip("\ufeff").rstrip("\r\n").split("\t"))
+    for fmt, expected in FORMATS.items():
+        if columns == expected:
+            return fmt
+    known = "; ".join(f"{fmt} ({len(cols)} columns)" for fmt, cols in FORMATS.items())
+    raise ResultsError(f"unknown results.tsv header {header_line.strip()!r}; known formats: {known}")
+
+
+def read_results(path):
+    """Parse a results.tsv (or the one in a run dir) into a list of Row, in file order.
+
+    Blank lines are skipped silently; damaged lines (wrong column count, unparsable numbers,
+    typically the last line of a campaign killed mid-write) are skipped with a logged warning.
+    """
+    tsv = resolve_tsv(path)
+    with open(tsv, encoding="utf-8", newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    if not lines:
+        raise ResultsError(f"{tsv} is empty (no header line)")
+    fmt = detect_format(lines[0])
+    parsed = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        # QUOTE_NONE: descriptions are free text, a stray quote must not swallow the next rows
+        fields = next(csv.reader([line.rstrip("\r\n")], delimiter="\t", quoting=csv.QUOTE_NONE))
+        try:
+            parsed.append(_parse_row(fmt, fields, len(parsed)))
+        except ValueError as e:
+            partial = lineno == len(lines) and not line.endswith("\n")
+            what = "partial last line (campaign killed mid-write?)" if partial else "damaged line"
+            log.warning("%s:%d: skipping %s: %s", tsv, lineno, what, e)
+    return parsed
+
+
+def rows(path: Path):
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    return read_results(path)
+
+
+def row_for_iteration(path: Path, iteration: int):
+    """The iteration's latest row: its verdict once it has one (one row per iteration before v3)."""
+    return next((r for r in reversed(rows(path)) if r.iteration == iteration), None)
+
+
+def history_table(path: Path, limit: int = HISTORY_ROWS) -> str:
+    """A compact table of past experiments for the agent's and director's prompts."""
+    all_rows = rows(path)
+    if not all_rows:
+        return "(no experiments yet)"
+    shown = all_rows[-limit:]
+    lines = []
+    if len(all_rows) > len(shown):
+        older = all_rows[: len(all_rows) - len(shown)]
+        keeps = sum(r.kept for r in older)
+        lines.append(f"({len(older)} older experiments not shown, {keeps} of them kept)")
+    lines.append("iter | val_bpb  | status  | description")
+    for r in shown:
+        bpb = f"{r.val_bpb:.6f}" if r.val_bpb else "   -    "
+        led = " [directive]" if r.directive else ""
+        lines.append(f"{r.iteration if r.iteration is not None else r.index:>4} | {bpb} | {r.status:<7} | {r.description}{led}")
+    return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------
+# Writing
 
 def clean(text: str, limit: int = 300) -> str:
     """One TSV cell: no tabs or newlines, bounded length."""
@@ -39,32 +279,3 @@ def append_row(path: Path, row: dict) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
-
-
-def rows(path: Path):
-    if not path.exists() or path.stat().st_size == 0:
-        return []
-    return read_results(path)
-
-
-def row_for_iteration(path: Path, iteration: int):
-    return next((r for r in rows(path) if r.iteration == iteration), None)
-
-
-def history_table(path: Path, limit: int = HISTORY_ROWS) -> str:
-    """A compact table of past experiments for the agent's and director's prompts."""
-    all_rows = rows(path)
-    if not all_rows:
-        return "(no experiments yet)"
-    shown = all_rows[-limit:]
-    lines = []
-    if len(all_rows) > len(shown):
-        older = all_rows[: len(all_rows) - len(shown)]
-        keeps = sum(r.kept for r in older)
-        lines.append(f"({len(older)} older experiments not shown, {keeps} of them kept)")
-    lines.append("iter | val_bpb  | status  | description")
-    for r in shown:
-        bpb = f"{r.val_bpb:.6f}" if r.val_bpb else "   -    "
-        led = " [directive]" if r.directive else ""
-        lines.append(f"{r.iteration if r.iteration is not None else r.index:>4} | {bpb} | {r.status:<7} | {r.description}{led}")
-    return "\n".join(lines)

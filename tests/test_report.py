@@ -1,4 +1,4 @@
-"""Tests for graph/report.py. Every expected figure is worked out by hand next to its fixture."""
+"""Tests for graph/report.py and the reader in graph/results.py. Every expected figure is worked out by hand next to its fixture."""
 
 import json
 import logging
@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from graph.report import (FORMATS, PLOT_FILE, REPORT_FILE, ReportError, compute_figures, main,
-                          read_results, write_report)
+from graph.report import PLOT_FILE, REPORT_FILE, compute_figures, main, plot_progress, write_report
+from graph import results
+from graph.results import FORMATS, ResultsError, read_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED_KEYS = {"experiments", "keeps", "keep_rate_pct", "total_improvement_pct",
@@ -22,11 +23,11 @@ def tsv(*lines, end="\n"):
     return "\n".join(line.replace(" | ", "\t") for line in lines) + end
 
 
-OURS_HEADER = "\t".join(FORMATS["ours"])
+V2_HEADER = "\t".join(FORMATS["ours-v2"])
 # 7 rows: K D K C D K D. Timestamps every 360 s. Row 2's keep followed a directive; row 5's keep
 # came with a directive the agent rejected (so it is agent-led); row 6 is a discard with the
 # lowest bpb of all (discarded for memory), which must not count as best.
-OURS_ROWS = [
+V2_ROWS = [
     "aaaaaaa | 1.000000 | 40.0 | keep | baseline | 0 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:00:00Z | bwrap",
     "bbbbbbb | 1.010000 | 40.1 | discard | gelu | 1 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:06:00Z | bwrap",
     "ccccccc | 0.980000 | 41.0 | keep | wider mlp | 2 | 0.980000 | 300.0 | 340.0 | go wider | followed | 2026-05-01T00:12:00Z | bwrap",
@@ -35,8 +36,8 @@ OURS_ROWS = [
     "fffffff | 0.950000 | 41.0 | keep | qk-norm | 5 | 0.950000 | 300.0 | 340.0 | bigger batch | rejected | 2026-05-01T00:30:00Z | bwrap",
     "1111111 | 0.940000 | 79.0 | discard | 2x batch, memory blows up | 6 | 0.950000 | 300.0 | 355.0 | bigger batch | adapted | 2026-05-01T00:36:00Z | bwrap",
 ]
-OURS_EXPECTED = {
-    "format": "ours",
+V2_EXPECTED = {
+    "format": "ours-v2",
     "experiments": 7,
     "keeps": 3,                                   # rows 0, 2, 5
     "keep_rate_pct": 3 / 7 * 100,                 # 42.857...
@@ -50,6 +51,64 @@ OURS_EXPECTED = {
     "agent_keeps": 1,                             # row 5 (directive rejected); baseline is neither
     # training: 5*300 + 10 + 300 = 1810 s; wall: 36 min = 2160 s + the baseline's total 340 s = 2500 s
     "gpu_duty_pct": 1810 / 2500 * 100,            # 72.4
+    # one run per experiment: no noise measured, nothing confirmed, every later keep noise-blind
+    "runs": 7, "total_improvement_bpb": 0.05, "total_improvement_sigma": None, "sigma": None,
+    "noise_runs": 1, "confirmed_keeps": 0, "rejected_candidates": 0, "single_run_keeps": 2,
+    "confirm_share_pct": 0.0, "noise_share_pct": 0.0,
+}
+
+V3_HEADER = "\t".join(FORMATS["ours"])
+# 13 rows, 6 experiments, timestamps every 360 s. The baseline runs 3 seeds (mean 1.04, σ = the
+# sample std of 1.05, 1.04, 1.03 = 0.01); iteration 1 is a single-run discard; iteration 2 beats the best,
+# is confirmed on two more seeds and kept (its directive followed); iteration 3's first run has
+# the lowest val_bpb of the file (0.95) but its confirmation fails (mean 1.01): a measure row is
+# never the best; iteration 4 crashes on its confirmation run; iteration 5 never ran. σ is
+# re-pooled to 0.012 after iteration 3. Row 3 has no total_seconds (its training_seconds count).
+V3_ROWS = [
+    # commit | val_bpb | mem | status | description | iter | best | train s | total s | directive | choice | timestamp | sandbox | seed | runs | mean | sigma | reason
+    "aaaaaaa | 1.050000 | 40.0 | measure | baseline | 0 | 1.050000 | 300.0 | 340.0 |  |  | 2026-05-01T00:00:00Z | bwrap | 1 | 1 | 1.050000 |  | seed noise: run 1 of 3",
+    "aaaaaaa | 1.040000 | 40.0 | measure | baseline | 0 | 1.045000 | 300.0 | 340.0 |  |  | 2026-05-01T00:06:00Z | bwrap | 2 | 2 | 1.045000 |  | seed noise: run 2 of 3",
+    "aaaaaaa | 1.030000 | 40.0 | keep | baseline | 0 | 1.040000 | 300.0 | 340.0 |  |  | 2026-05-01T00:12:00Z | bwrap | 3 | 3 | 1.040000 | 0.010000 | baseline: mean of 3 runs",
+    "bbbbbbb | 1.045000 | 40.1 | discard | gelu | 1 | 1.040000 | 300.0 |  |  |  | 2026-05-01T00:18:00Z | bwrap | 1 | 1 | 1.045000 | 0.010000 | worse than best 1.0400",
+    "ccccccc | 1.000000 | 41.0 | measure | wider mlp | 2 | 1.040000 | 300.0 | 340.0 | go wider | followed | 2026-05-01T00:24:00Z | bwrap | 1 | 1 | 1.000000 | 0.010000 | beats best by 4.0σ: confirming",
+    "ccccccc | 1.010000 | 41.0 | measure | wider mlp | 2 | 1.040000 | 300.0 | 340.0 | go wider | followed | 2026-05-01T00:30:00Z | bwrap | 2 | 2 | 1.005000 | 0.010000 | confirming: run 2 of 3",
+    "ccccccc | 0.990000 | 41.0 | keep | wider mlp | 2 | 1.000000 | 300.0 | 340.0 | go wider | followed | 2026-05-01T00:36:00Z | bwrap | 3 | 3 | 1.000000 | 0.010000 | confirmed: mean 1.0000 vs best 1.0400, t=6.93 > 2.78",
+    "ddddddd | 0.950000 | 41.0 | measure | lr 0.1 | 3 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:42:00Z | bwrap | 1 | 1 | 0.950000 | 0.010000 | beats best by 5.0σ: confirming",
+    "ddddddd | 1.040000 | 41.0 | measure | lr 0.1 | 3 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:48:00Z | bwrap | 2 | 2 | 0.995000 | 0.010000 | confirming: run 2 of 3",
+    "ddddddd | 1.040000 | 41.0 | discard | lr 0.1 | 3 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:54:00Z | bwrap | 3 | 3 | 1.010000 | 0.012000 | within noise: mean 1.0100 vs best 1.0000",
+    "eeeeeee | 0.980000 | 60.0 | measure | depth 20 | 4 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T01:00:00Z | bwrap | 1 | 1 | 0.980000 | 0.012000 | beats best by 1.7σ: confirming",
+    "eeeeeee | 0.000000 | 0.0 | crash | depth 20 | 4 | 1.000000 | 10.0 | 20.0 |  |  | 2026-05-01T01:06:00Z | bwrap | 2 | 2 | 0.980000 | 0.012000 | crashed on confirmation run 2 (OOM)",
+    "- | 0.000000 | 0.0 | no-run | patch never applied | 5 | 1.000000 |  |  |  |  | 2026-05-01T01:12:00Z |  |  | 0 |  | 0.012000 | gave up: the patch did not apply",
+]
+
+V3_EXPECTED = {
+    "format": "ours",
+    "experiments": 6,                             # verdict rows 2, 3, 6, 9, 11, 12 (iterations 0-5)
+    "runs": 12,                                   # every row but the no-run
+    "keeps": 2,                                   # iterations 0 and 2
+    "keep_rate_pct": 2 / 6 * 100,
+    "baseline_val_bpb": 1.04,                     # the baseline's mean; not 1.05 (first row), not 1.03 (verdict run)
+    "best_val_bpb": 1.0,                          # iteration 2's mean; not 0.95 (a measure row), not 0.99 (verdict run)
+    "total_improvement_pct": 0.04 / 1.04 * 100,   # 3.846...
+    "total_improvement_bpb": 0.04,
+    "total_improvement_sigma": 0.04 / 0.012,      # 3.33: σ is the last recorded one
+    "improvement_per_experiment_pct": 0.04 / 1.04 * 100 / 5,  # 5 experiments after the baseline
+    "longest_stall": 3,                           # iterations 3-5: discard, crash, no-run
+    "crashes": 1,
+    "sigma": 0.012,
+    "noise_runs": 3,
+    "confirmed_keeps": 1,                         # iteration 2
+    "rejected_candidates": 1,                     # iteration 3; iteration 1 never went to confirmation
+    "single_run_keeps": 0,
+    # time: 11 runs * 340 s, but row 3 has only its training_seconds (300), the crash 20, the
+    # no-run nothing: 10*340 + 300 + 20 = 3720 s. Confirmation rows (iteration > 0, runs >= 2):
+    # rows 5, 6, 8, 9 (340 each) and the crash (20) = 1380 s; noise rows: rows 1, 2 = 680 s.
+    "confirm_share_pct": 1380 / 3720 * 100,       # 37.1
+    "noise_share_pct": 680 / 3720 * 100,          # 18.3
+    "directive_keeps": 1,                         # iteration 2 (followed)
+    "agent_keeps": 0,
+    # training: 11*300 + 10 = 3310 s; wall: 72 min = 4320 s + the first row's total 340 s = 4660 s
+    "gpu_duty_pct": 3310 / 4660 * 100,            # 71.0
 }
 
 AUTORESEARCH = tsv(
@@ -72,6 +131,9 @@ AUTORESEARCH_EXPECTED = {
     "longest_stall": 2,                                    # discard, crash
     "crashes": 1,
     "directive_keeps": None, "agent_keeps": None, "gpu_duty_pct": None,  # not in this format
+    "runs": 5, "total_improvement_bpb": 0.0047, "sigma": None, "total_improvement_sigma": None,
+    "noise_runs": 1, "confirmed_keeps": 0, "rejected_candidates": 0, "single_run_keeps": 1,
+    "confirm_share_pct": None, "noise_share_pct": None,  # no seconds in this format
 }
 
 # statuses in mixed case on purpose
@@ -95,6 +157,8 @@ AUTOAUTO_EXPECTED = {
     "longest_stall": 2,
     "crashes": 1,
     "directive_keeps": None, "agent_keeps": None, "gpu_duty_pct": None,
+    "runs": 5, "total_improvement_bpb": 0.02, "sigma": None, "single_run_keeps": 2,
+    "confirm_share_pct": None,
 }
 
 
@@ -123,21 +187,22 @@ def cli(*args):
 # the three formats
 
 @pytest.mark.parametrize("text, expected", [
-    (tsv(OURS_HEADER, *OURS_ROWS), OURS_EXPECTED),
+    (tsv(V3_HEADER, *V3_ROWS), V3_EXPECTED),
+    (tsv(V2_HEADER, *V2_ROWS), V2_EXPECTED),
     (AUTORESEARCH, AUTORESEARCH_EXPECTED),
     (AUTOAUTO, AUTOAUTO_EXPECTED),
-], ids=["ours", "autoresearch", "autoautoresearch"])
+], ids=["ours", "ours-v2", "autoresearch", "autoautoresearch"])
 def test_formats_figures(tmp_path, text, expected):
     run = write_run(tmp_path, text)
     rows = read_results(run / "results.tsv")
-    assert len(rows) == expected["experiments"]
+    assert len([r for r in rows if r.is_verdict]) == expected["experiments"]
     assert_figures(compute_figures(rows), expected)
     # a run dir and the tsv inside it read the same
     assert_figures(compute_figures(read_results(run)), expected)
 
 
 def test_rows_parsed_fields(tmp_path):
-    run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS))
+    run = write_run(tmp_path, tsv(V2_HEADER, *V2_ROWS))
     rows = read_results(run)
     assert [r.status for r in rows] == ["keep", "discard", "keep", "crash", "discard", "keep", "discard"]
     assert rows[3].val_bpb is None  # 0.000000 means no metric
@@ -148,6 +213,56 @@ def test_rows_parsed_fields(tmp_path):
     aa = read_results(write_run(tmp_path, AUTOAUTO, "aa"))
     assert [r.status for r in aa] == ["keep", "keep", "discard", "crash", "keep"]
     assert [r.iteration for r in aa] == [0, 1, 2, 3, 4]
+
+
+def test_v3_rows_parsed_fields(tmp_path):
+    rows = read_results(write_run(tmp_path, tsv(V3_HEADER, *V3_ROWS)))
+    assert rows[0].fmt == "ours" and len(rows) == 13
+    assert [r.iteration for r in rows] == [0, 0, 0, 1, 2, 2, 2, 3, 3, 3, 4, 4, 5]
+    assert [r.is_verdict for r in rows] == [False, False, True, True, False, False, True, False, False, True,
+                                            False, True, True]
+    assert [r.is_baseline for r in rows] == [True] * 3 + [False] * 10
+    assert [r.seed for r in rows] == [1, 2, 3, 1, 1, 2, 3, 1, 2, 3, 1, 2, None]
+    assert [r.runs for r in rows] == [1, 2, 3, 1, 1, 2, 3, 1, 2, 3, 1, 2, 0]
+    assert [r.sigma for r in rows[:3]] == [None, None, 0.01] and rows[-1].sigma == 0.012
+    assert rows[7].val_bpb == 0.95 and rows[7].mean == 0.95 and rows[9].mean == 1.01
+    assert rows[11].val_bpb is None and rows[11].mean == 0.98   # the crash keeps its successful run's mean
+    assert rows[12].mean is None and rows[12].reason == "gave up: the patch did not apply"
+    assert rows[6].directive_led and rows[6].reason.startswith("confirmed: mean 1.0000")
+
+
+def test_rows_without_runs_are_experiments_of_one_run(tmp_path):
+    # older formats, and a v3 file whose writer leaves the new columns empty (graph.py before the judge)
+    v2 = read_results(write_run(tmp_path, tsv(V2_HEADER, *V2_ROWS), "v2"))
+    assert [r.runs for r in v2] == [1] * 7 and [r.mean for r in v2] == [r.val_bpb for r in v2]
+    assert all(r.is_verdict for r in v2) and [r.is_baseline for r in v2] == [True] + [False] * 6
+    assert all(r.seed is None and r.sigma is None for r in v2)
+    ar = read_results(write_run(tmp_path, AUTORESEARCH, "ar"))
+    assert [r.iteration for r in ar] == [None] * 5 and [r.is_baseline for r in ar] == [True] + [False] * 4
+    path = tmp_path / "new.tsv"
+    results.append_row(path, {"commit": "aaaaaaa", "val_bpb": "1.000000", "status": "keep", "iteration": 0})
+    results.append_row(path, {"commit": "-", "val_bpb": "0.000000", "status": "no-run", "iteration": 1})
+    assert path.read_text().splitlines()[0] == V3_HEADER      # a new file gets the current header
+    base, skipped = read_results(path)
+    assert (base.runs, base.mean, base.seed, base.sigma) == (1, 1.0, None, None)
+    assert (skipped.runs, skipped.mean) == (0, None)
+
+
+def test_append_row_keeps_an_old_header(tmp_path):
+    path = tmp_path / "results.tsv"
+    path.write_text(tsv(V2_HEADER, V2_ROWS[0]))
+    results.append_row(path, {"commit": "bbbbbbb", "val_bpb": "1.010000", "status": "measure", "iteration": 1,
+                              "seed": 7, "runs": 1, "mean": "1.010000", "reason": "confirming"})
+    lines = path.read_text().splitlines()
+    assert lines[0] == V2_HEADER and len(lines[2].split("\t")) == 13
+    assert read_results(path)[1].status == "measure"
+
+
+def test_row_for_iteration_is_the_latest_row(tmp_path):
+    run = write_run(tmp_path, tsv(V3_HEADER, *V3_ROWS))
+    assert results.row_for_iteration(run / "results.tsv", 2).status == "keep"   # not its first run
+    assert results.row_for_iteration(run / "results.tsv", 0).mean == 1.04
+    assert results.row_for_iteration(run / "results.tsv", 9) is None
 
 
 def test_longest_stall_counts_a_trailing_stall(tmp_path):
@@ -164,17 +279,90 @@ def test_longest_stall_counts_a_trailing_stall(tmp_path):
 
 
 def test_baseline_only_and_header_only(tmp_path):
-    only = compute_figures(read_results(write_run(tmp_path, tsv(OURS_HEADER, OURS_ROWS[0]), "one")))
+    only = compute_figures(read_results(write_run(tmp_path, tsv(V2_HEADER, V2_ROWS[0]), "one")))
     assert only["experiments"] == 1 and only["keeps"] == 1 and only["keep_rate_pct"] == 100.0
     assert only["total_improvement_pct"] == 0.0
     assert only["improvement_per_experiment_pct"] is None  # nothing after the baseline to divide by
     assert only["longest_stall"] == 0
     assert only["gpu_duty_pct"] == pytest.approx(300 / 340 * 100)  # wall = 0 + the baseline's total_seconds
 
-    empty_run = write_run(tmp_path, tsv(OURS_HEADER), "empty")
+    empty_run = write_run(tmp_path, tsv(V2_HEADER), "empty")
     assert compute_figures(read_results(empty_run))["experiments"] == 0
     write_report(empty_run)  # a campaign that has not finished its baseline still gets a report
     assert (empty_run / PLOT_FILE).stat().st_size > 1000
+
+
+def test_measure_rows_are_never_best_nor_experiments(tmp_path):
+    # a campaign killed while confirming iteration 2: its two runs are measure rows without a verdict,
+    # and the first has the lowest val_bpb of the file
+    text = tsv(V3_HEADER, *V3_ROWS[:4],
+               V3_ROWS[7].replace("| 3 | 1.000000 |", "| 2 | 1.040000 |"),     # 0.95, runs 1
+               V3_ROWS[8].replace("| 3 | 1.000000 |", "| 2 | 1.040000 |"))     # 1.04, runs 2, mean 0.995
+    rows = read_results(write_run(tmp_path, text))
+    assert [r.status for r in rows[-2:]] == ["measure", "measure"] and rows[-2].val_bpb == 0.95
+    figures = compute_figures(rows)
+    assert figures["best_val_bpb"] == 1.04 and figures["total_improvement_pct"] == 0.0
+    assert figures["experiments"] == 2 and figures["runs"] == 6
+    assert figures["confirmed_keeps"] == figures["rejected_candidates"] == 0
+    assert figures["longest_stall"] == 1   # the unfinished experiment is no verdict yet
+
+
+# a v3 campaign run with --noise-runs 1: the baseline once, no σ, a later keep on one run
+NOISE_BLIND = tsv(
+    V3_HEADER,
+    "aaaaaaa | 1.000000 | 40.0 | keep | baseline | 0 | 1.000000 | 300.0 | 340.0 |  |  | 2026-05-01T00:00:00Z | bwrap | 1 | 1 | 1.000000 |  | baseline: one run",
+    "bbbbbbb | 0.990000 | 40.0 | keep | rope 50k | 1 | 0.990000 | 300.0 | 340.0 |  |  | 2026-05-01T00:06:00Z | bwrap | 1 | 1 | 0.990000 |  | beats best 1.0000 (no noise measured)",
+)
+
+
+def test_noise_blind_campaign(tmp_path):
+    run = write_run(tmp_path, NOISE_BLIND)
+    figures = write_report(run)
+    assert_figures(figures, {"experiments": 2, "runs": 2, "keeps": 2, "best_val_bpb": 0.99, "sigma": None,
+                             "total_improvement_bpb": 0.01, "total_improvement_sigma": None, "noise_runs": 1,
+                             "single_run_keeps": 1, "confirmed_keeps": 0, "noise_share_pct": 0.0})
+    noise = (run / REPORT_FILE).read_text(encoding="utf-8").split("## Noise")[1].split("## Crashes")[0]
+    assert "No seed noise measured" in noise
+    assert "**single-run keeps: 1**" in noise
+    assert "Rejected candidates" not in noise
+
+
+def test_report_md_v3(tmp_path):
+    run = write_run(tmp_path, tsv(V3_HEADER, *V3_ROWS), name="night-8")
+    assert_figures(write_report(run), V3_EXPECTED)
+    md = (run / REPORT_FILE).read_text(encoding="utf-8")
+    assert "Source: `results.tsv` (ours format, 13 rows)." in md
+    for line in ("| training runs (every seed) | 12 |", "| total improvement (bpb) | 0.040000 |",
+                 "| total improvement (σ) | 3.33σ |", "| seed noise σ (one run) | 0.012000 |",
+                 "| confirmed keeps (2+ runs) | 1 |", "| rejected candidates (failed confirmation) | 1 |",
+                 "| single-run keeps (no noise check) | 0 |", "| confirmation runs' share of run time | 37.1% |",
+                 "| noise runs' share of run time | 18.3% |", "| GPU duty (training / wall time) | 71.0% |"):
+        assert line in md, line
+    kept = md.split("## Kept experiments")[1].split("## Noise")[0]
+    assert "| # | commit | mean ± σ | runs | vs previous best | description | led by |" in kept
+    assert "| 0 | `aaaaaaa` | 1.040000 ± 0.0100 | 3 |  | baseline | baseline |" in kept
+    assert "| 2 | `ccccccc` | 1.000000 ± 0.0100 | 3 | -3.846% | wider mlp | directive (followed) |" in kept
+    assert kept.count("| `") == 2   # the verdicts only: no measure row, no discard
+    noise = md.split("## Noise")[1].split("## Crashes")[0]
+    assert "Seed noise σ = 0.012000" in noise and "the baseline's 3 runs" in noise
+    assert "0.040000 bpb, is 3.33σ" in noise
+    assert "- confirmed keeps: 1" in noise and "- rejected candidates: 1" in noise
+    assert "single-run keeps" not in noise    # only said when there are some
+    assert "| 3 | `ddddddd` | 1.010000 ± 0.0120 | 3 | lr 0.1 | within noise: mean 1.0100 vs best 1.0000 |" in noise
+    assert "gelu" not in noise                # a single-run discard is no rejected candidate
+    crashes = md.split("## Crashes")[1].split("## Definitions")[0]
+    assert "| 4 | `eeeeeee` | depth 20 | crashed on confirmation run 2 (OOM) |" in crashes
+    definitions = md.split("## Definitions")[1]
+    assert "- confirmed keeps: keep verdicts after the baseline resting on 2 or more runs." in definitions
+
+
+def test_cli_json_v3(tmp_path):
+    run = write_run(tmp_path, tsv(V3_HEADER, *V3_ROWS))
+    res = cli(run, "--json")
+    assert res.returncode == 0, res.stderr
+    figures = json.loads(res.stdout)
+    assert set(V3_EXPECTED) <= figures.keys()
+    assert_figures(figures, V3_EXPECTED)
 
 
 # -----------------------------------------------------------------------------
@@ -182,20 +370,20 @@ def test_baseline_only_and_header_only(tmp_path):
 
 def test_truncated_last_line_and_blank_lines(tmp_path, caplog):
     # a blank line mid-file, and a campaign killed while writing its 8th row
-    text = tsv(OURS_HEADER, *OURS_ROWS[:3], "", *OURS_ROWS[3:], "2222222\t0.93", end="")
+    text = tsv(V2_HEADER, *V2_ROWS[:3], "", *V2_ROWS[3:], "2222222\t0.93", end="")
     run = write_run(tmp_path, text)
-    with caplog.at_level(logging.WARNING, logger="graph.report"):
+    with caplog.at_level(logging.WARNING, logger="graph.results"):
         rows = read_results(run)
     assert len(rows) == 7
-    assert_figures(compute_figures(rows), OURS_EXPECTED)
+    assert_figures(compute_figures(rows), V2_EXPECTED)
     assert len(caplog.records) == 1 and "partial last line" in caplog.text and ":10:" in caplog.text
 
 
 def test_truncated_timestamp_on_last_line_is_skipped(tmp_path, caplog):
     # the write stopped inside the timestamp (the last field but one)
-    cut = OURS_ROWS[1].replace("bbbbbbb", "3333333").rsplit(" | ", 1)[0][: -len("6:00Z")]
-    run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS, cut, end=""))
-    with caplog.at_level(logging.WARNING, logger="graph.report"):
+    cut = V2_ROWS[1].replace("bbbbbbb", "3333333").rsplit(" | ", 1)[0][: -len("6:00Z")]
+    run = write_run(tmp_path, tsv(V2_HEADER, *V2_ROWS, cut, end=""))
+    with caplog.at_level(logging.WARNING, logger="graph.results"):
         assert len(read_results(run)) == 7
     assert "partial last line" in caplog.text
 
@@ -205,7 +393,7 @@ def test_damaged_middle_line_is_skipped(tmp_path, caplog):
                "a | 1.0 | 1 | keep | baseline",
                "b | oops | 1 | discard | x",
                "c | 0.9 | 1 | keep | y")
-    with caplog.at_level(logging.WARNING, logger="graph.report"):
+    with caplog.at_level(logging.WARNING, logger="graph.results"):
         rows = read_results(write_run(tmp_path, text))
     assert [r.commit for r in rows] == ["a", "c"]
     assert "damaged line" in caplog.text and ":3:" in caplog.text
@@ -226,7 +414,7 @@ def test_unknown_header_exits_2(tmp_path):
     res = cli(run)
     assert res.returncode == 2
     assert "unknown results.tsv header" in res.stderr and "Traceback" not in res.stderr
-    with pytest.raises(ReportError):
+    with pytest.raises(ResultsError):
         read_results(run)
 
 
@@ -258,11 +446,11 @@ def test_cli_json(tmp_path):
 
 
 def test_cli_json_ours_with_out_dir(tmp_path):
-    run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS))
+    run = write_run(tmp_path, tsv(V2_HEADER, *V2_ROWS))
     out = tmp_path / "elsewhere"
     res = cli(run, "--out", out, "--json")
     assert res.returncode == 0, res.stderr
-    assert_figures(json.loads(res.stdout), OURS_EXPECTED)
+    assert_figures(json.loads(res.stdout), V2_EXPECTED)
     assert (out / REPORT_FILE).exists() and (out / PLOT_FILE).exists()
     assert not (run / REPORT_FILE).exists()
 
@@ -275,9 +463,9 @@ def test_main_human_output(tmp_path, capsys):
 
 
 def test_report_md_contents(tmp_path):
-    run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS), name="night-7")
+    run = write_run(tmp_path, tsv(V2_HEADER, *V2_ROWS), name="night-7")
     figures = write_report(run)
-    assert_figures(figures, OURS_EXPECTED)
+    assert_figures(figures, V2_EXPECTED)
     md = (run / REPORT_FILE).read_text(encoding="utf-8")
     assert md.startswith("# Campaign report: night-7\n")
     assert f"({PLOT_FILE})" in md
@@ -293,9 +481,11 @@ def test_report_md_contents(tmp_path):
     assert "| 3 | `ddddddd` | depth 20 (OOM) |" in crashes and "wider mlp" not in crashes
 
 
-def test_progress_png_is_a_real_image(tmp_path):
+@pytest.mark.parametrize("text", [tsv(V3_HEADER, *V3_ROWS), tsv(V2_HEADER, *V2_ROWS), AUTORESEARCH],
+                         ids=["ours", "ours-v2", "autoresearch"])
+def test_progress_png_is_a_real_image(tmp_path, text):
     import matplotlib.image
-    run = write_run(tmp_path, tsv(OURS_HEADER, *OURS_ROWS))
+    run = write_run(tmp_path, text)
     write_report(run)
     png = run / PLOT_FILE
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -308,13 +498,61 @@ def test_progress_png_is_a_real_image(tmp_path):
     assert not any(p.name.endswith(".tmp") or ".tmp." in p.name for p in run.iterdir())
 
 
+def _artists(fig):
+    ax = fig.axes[0]
+    points = {c.get_label(): c.get_offsets().tolist() for c in ax.collections if c.get_label()[:1] != "_"}
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines}
+    return ax, points, lines
+
+
+def test_progress_v3_plots_experiments_runs_and_the_noise_band(tmp_path):
+    rows = read_results(write_run(tmp_path, tsv(V3_HEADER, *V3_ROWS)))
+    fig = plot_progress("night-8", rows, compute_figures(rows), tmp_path / "p.png")
+    ax, points, lines = _artists(fig)
+    # x is the iteration: every run a dot (measure rows too), every verdict's mean a marker
+    assert [x for x, _ in points["one run (a seed)"]] == [0, 0, 0, 1, 2, 2, 2, 3, 3, 3, 4]
+    assert points["kept (mean of its runs)"] == [[0, pytest.approx(1.04)], [2, pytest.approx(1.0)]]
+    assert points["discarded (mean of its runs)"] == [[1, pytest.approx(1.045)], [3, pytest.approx(1.01)]]
+    assert [x for x, _ in points["crash / no metric"]] == [4, 5]
+    # the running best is the best mean: never the 0.95 measure run nor the 0.99 verdict run
+    xs, ys = lines["running best"]
+    assert xs == [0, 1, 2, 3, 4, 5] and ys == pytest.approx([1.04, 1.04, 1.0, 1.0, 1.0, 1.0])
+    band = next(c for c in ax.collections if c.get_label() == "±1σ seed noise (σ = 0.0120)")
+    edge = band.get_paths()[0].vertices[:, 1]
+    assert edge.min() == pytest.approx(1.0 - 0.012) and edge.max() == pytest.approx(1.04 + 0.012)
+    assert ax.get_title() == ("night-8: 6 experiments (12 runs), 2 kept, 3.85% better than baseline "
+                              "(0.0400 bpb = 3.3σ)")
+    assert (tmp_path / "p.png").stat().st_size > 20_000
+
+
+def test_progress_old_format_plots_rows(tmp_path):
+    rows = read_results(write_run(tmp_path, tsv(V2_HEADER, *V2_ROWS)))
+    fig = plot_progress("night-7", rows, compute_figures(rows), tmp_path / "p.png")
+    ax, points, lines = _artists(fig)
+    assert "one run (a seed)" not in points and not any("σ" in label for label in points)
+    assert points["kept"] == [[0, 1.0], [2, 0.98], [5, 0.95]]
+    assert [x for x, _ in points["discarded"]] == [1, 4, 6] and [x for x, _ in points["crash / no metric"]] == [3]
+    assert lines["running best"][1] == pytest.approx([1.0, 1.0, 0.98, 0.98, 0.98, 0.95, 0.95])
+    assert ax.get_title() == "night-7: 7 experiments, 3 kept, 5.00% better than baseline"
+
+
 def test_write_report_is_fast_and_leaks_no_figures(tmp_path):
     import matplotlib.pyplot as plt
-    rows = [OURS_ROWS[0]] + [OURS_ROWS[1 + i % 6].replace(f"| {1 + i % 6} |", f"| {i + 1} |") for i in range(199)]
-    run = write_run(tmp_path, tsv(OURS_HEADER, *rows))
+    rows = [V2_ROWS[0]] + [V2_ROWS[1 + i % 6].replace(f"| {1 + i % 6} |", f"| {i + 1} |") for i in range(199)]
+    run = write_run(tmp_path, tsv(V2_HEADER, *rows))
     write_report(run)  # warm-up: imports matplotlib and builds its font cache
     start = time.perf_counter()
     figures = write_report(run)
     assert time.perf_counter() - start < 1.0
     assert figures["experiments"] == 200
     assert plt.get_fignums() == []
+
+
+def test_results_module_needs_neither_report_nor_matplotlib():
+    # graph/results.py is the format's home: the writer must load without the report or its plotting
+    code = ("import graph.results, sys; "
+            "assert 'graph.report' not in sys.modules, 'graph.report'; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib'")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, timeout=60)
+    assert res.returncode == 0, res.stderr
