@@ -164,7 +164,7 @@ class Director:
 
 def stall_text(state: CampaignState, results_path) -> str:
     """The campaign's situation in two sentences, for the directive prompt."""
-    rows = [r for r in results.rows(results_path) if r.iteration]        # after the baseline
+    rows = [r for r in results.rows(results_path) if r.iteration and r.is_verdict]   # experiments after the baseline
     count = {status: sum(r.status == status for r in rows) for status in ("keep", "discard", "crash", "no-run")}
     best, baseline = state.get("best_val_bpb"), state.get("baseline_val_bpb")
     where = f" (best val_bpb {best:.6f}, baseline {baseline:.6f})" if best and baseline else ""

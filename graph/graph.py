@@ -113,7 +113,7 @@ def setup_node(c: Campaign):
         started = state.get("started_at") or time.time()
         runs = c.noise_runs
         done = c.rows(0)
-        while not done or done[-1].status == noise.MEASURE:   # killed mid-way: the missing runs only
+        while not done or done[-1].status == results.MEASURE:   # killed mid-way: the missing runs only
             k = len(done) + 1
             c.workspace.discard()
             c.on_event("phase", {"iteration": 0, "phase": "baseline training" if runs == 1 else
@@ -128,13 +128,13 @@ def setup_node(c: Campaign):
             values = [r.val_bpb for r in done if r.val_bpb is not None] + [run.val_bpb]
             measured = noise.Noise.pooled([values])
             if k < runs:
-                status, reason = noise.MEASURE, f"baseline run {k} of {runs} (measuring seed noise)"
+                status, reason = results.MEASURE, f"baseline run {k} of {runs} (measuring seed noise)"
             else:
-                status = "keep"
+                status = results.KEEP
                 reason = f"baseline: mean of {k} run(s); " + (measured.describe() if k > 1 else
                                                               "--noise-runs 1: seed noise not measured")
             results.append_row(c.results_path, {
-                **_row(sha, run, status, "baseline", 0, noise.mean(values) if status == "keep" else None),
+                **_row(sha, run, status, "baseline", 0, noise.mean(values) if status == results.KEEP else None),
                 **_measured(run, k, values, measured, reason)})
             c.on_event("recorded", {"iteration": 0, "status": status, "val_bpb": run.val_bpb, "description": "baseline",
                                     "reason": reason})
@@ -197,19 +197,19 @@ def judge_node(c: Campaign):
         row = rows[-1]
         sha = experiment_commit(c, iteration)
         c.on_event("recorded", {"iteration": iteration, "status": row.status, "val_bpb": row.val_bpb,
-                                "description": row.description, "reason": _reason(row)})
-        if row.status == noise.MEASURE:          # a candidate: confirm it on a fresh seed
+                                "description": row.description, "reason": row.reason})
+        if row.status == results.MEASURE:        # a candidate: confirm it on a fresh seed
             c.workspace.checkout(sha)
             annotate(config, iteration=iteration, commit=row.commit, val_bpb=row.val_bpb, status=row.status)
             return {"outcome": {**outcome, "confirm": True}}
-        kept = row.status == "keep"
+        kept = row.kept
         if kept:
             c.workspace.checkout(sha)
             c.workspace.keep(f"keep {iteration}")
         else:
             c.workspace.discard()
         best = standing(c).best_mean
-        c.on_event("verdict", {"iteration": iteration, "status": row.status, "best": best, "reason": _reason(row),
+        c.on_event("verdict", {"iteration": iteration, "status": row.status, "best": best, "reason": row.reason,
                                "runs": len(rows)})
         annotate(config, iteration=iteration, commit=row.commit, val_bpb=row.val_bpb, status=row.status,
                  best_val_bpb=best)
@@ -258,9 +258,9 @@ def standing(c: Campaign, extra: tuple[int, float] | None = None) -> Standing:
     for r in results.rows(c.results_path):
         if r.iteration is None:
             continue
-        if r.val_bpb is not None and r.status != "crash":
+        if r.val_bpb is not None and r.status != results.CRASH:
             groups.setdefault(r.iteration, []).append(r.val_bpb)
-        if r.status == "keep":
+        if r.kept:
             best_iteration = r.iteration
     best = list(groups.get(best_iteration, []))
     if extra is not None:
@@ -278,7 +278,7 @@ def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome, 
     run = RunResult(**outcome["run"]) if outcome.get("run") else None
     description = outcome.get("description") or "(no description)"
     before = standing(c)
-    earlier = [r.val_bpb for r in c.rows(iteration) if r.val_bpb is not None and r.status != "crash"]
+    earlier = [r.val_bpb for r in c.rows(iteration) if r.val_bpb is not None and r.status != results.CRASH]
     sha = experiment_commit(c, iteration) or "-"
     if run is not None and attempt == 1:
         # commit exactly the code that was trained, kept or not, and keep a ref to it
@@ -288,11 +288,11 @@ def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome, 
         git(c.workspace.root, "update-ref", EXPERIMENT_REF.format(iteration), sha)
     values, measured = earlier, before.noise
     if run is None:
-        status = "no-run"
+        status = results.NO_RUN
         reason = outcome.get("note") or "the agent did not train"
         description = f"{description} ({reason})"
     elif run.status != "ok":
-        status = "crash"
+        status = results.CRASH
         reason = (f"crashed ({run.status})" if attempt == 1 else
                   f"confirmation run {attempt} crashed ({run.status}): a change must train reliably to be kept")
     else:
@@ -301,7 +301,7 @@ def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome, 
         decision = noise.decide(values, before.best, measured, c.noise_runs, c.settings.min_improvement,
                                 c.settings.confidence)
         status, reason = decision.status, decision.reason
-    new_best = noise.mean(values) if status == "keep" else before.best_mean
+    new_best = noise.mean(values) if status == results.KEEP else before.best_mean
     fault_point("judge-before-row")
     results.append_row(c.results_path, {
         **_row(sha, run, status, description, iteration, new_best),
@@ -315,13 +315,9 @@ def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome, 
 def _measured(run: RunResult | None, attempt: int, values: list, measured: noise.Noise, reason: str) -> dict:
     """The noise columns of a row: its seed, the experiment's runs so far, their mean, the campaign's σ."""
     m = noise.mean(values)
-    return {"seed": run.seed if run and run.seed is not None else "", "runs": attempt if run else "",
+    return {"seed": run.seed if run and run.seed is not None else "", "runs": attempt if run else 0,
             "mean": f"{m:.6f}" if m is not None else "", "reason": reason,
             "sigma": f"{measured.sigma:.6f}" if measured.sigma is not None else ""}
-
-
-def _reason(row) -> str:
-    return getattr(row, "reason", "") or ""
 
 
 def fault_point(name: str) -> None:

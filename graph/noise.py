@@ -36,12 +36,13 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from graph.results import DISCARD, KEEP, MEASURE   # the statuses a decision can give
+
 # -----------------------------------------------------------------------------
 # Constants
 
 CONFIDENCE = 0.975          # one-sided: a null change passes the test 2.5% of the time
 SEED_SPACE = 2**31          # seeds fit torch.manual_seed and numpy's generators on every platform
-KEEP, DISCARD, MEASURE = "keep", "discard", "measure"   # the statuses a decision can give (graph/results.py)
 # --noise-runs when not given. Three on a GPU: df 2 after the baseline, +2 per confirmed candidate.
 # Four on the CPU: its short runs are cheap and far noisier, and df 3 lowers the first tests'
 # t quantile from 4.30 to 3.18.

@@ -233,21 +233,30 @@ def row_for_iteration(path: Path, iteration: int):
 
 
 def history_table(path: Path, limit: int = HISTORY_ROWS) -> str:
-    """A compact table of past experiments for the agent's and director's prompts."""
-    all_rows = rows(path)
-    if not all_rows:
+    """A compact table of past experiments (their verdicts) for the agent's and director's prompts:
+    an experiment measured several times shows the mean of its runs and n; a discard near the best
+    says it was within noise."""
+    verdicts = [r for r in rows(path) if r.is_verdict]
+    if not verdicts:
         return "(no experiments yet)"
-    shown = all_rows[-limit:]
+    shown = verdicts[-limit:]
     lines = []
-    if len(all_rows) > len(shown):
-        older = all_rows[: len(all_rows) - len(shown)]
+    if len(verdicts) > len(shown):
+        older = verdicts[: len(verdicts) - len(shown)]
         keeps = sum(r.kept for r in older)
         lines.append(f"({len(older)} older experiments not shown, {keeps} of them kept)")
-    lines.append("iter | val_bpb  | status  | description")
+    lines.append("iter | val_bpb (mean of n runs) | status  | description")
     for r in shown:
-        bpb = f"{r.val_bpb:.6f}" if r.val_bpb else "   -    "
-        led = " [directive]" if r.directive else ""
-        lines.append(f"{r.iteration if r.iteration is not None else r.index:>4} | {bpb} | {r.status:<7} | {r.description}{led}")
+        value = r.mean if r.mean is not None else r.val_bpb
+        bpb = f"{value:.6f} (n={r.runs})" if value and (r.runs or 0) > 1 else (f"{value:.6f}      " if value else "   -          ")
+        notes = " [directive]" if r.directive else ""
+        if "within noise" in (r.reason or ""):
+            notes += " [within noise of the best]"
+        lines.append(f"{r.iteration if r.iteration is not None else r.index:>4} | {bpb:<24} | {r.status:<7} | "
+                     f"{r.description}{notes}")
+    sigma = next((r.sigma for r in reversed(verdicts) if r.sigma), None)
+    if sigma:
+        lines.append(f"(seed noise: σ = {sigma:.4f} per run)")
     return "\n".join(lines)
 
 

@@ -176,21 +176,23 @@ class LiveUI:
             self.progress.update(self.task, completed=float(m.group(1)))
 
 
-def refresh_report(run_dir: Path) -> None:
+def refresh_report(run_dir: Path) -> dict | None:
     from graph.report import write_report
     try:
-        write_report(run_dir)
+        return write_report(run_dir)
     except Exception as e:    # a report problem must not stop the campaign
         console.print(f"[yellow]could not refresh the report: {e}")
+        return None
 
 
 def summary_table(run_dir: Path) -> Table:
     t = Table(title=f"campaign {run_dir.name}")
-    for col in ("#", "status", "val_bpb", "description"):
+    for col in ("#", "status", "val_bpb", "seed", "description"):
         t.add_column(col)
     for r in results.rows(run_dir / "results.tsv"):
         colour = STATUS_COLOURS.get(r.status, "white")
-        t.add_row(str(r.iteration), f"[{colour}]{r.status}", f"{r.val_bpb:.6f}" if r.val_bpb else "-", r.description)
+        t.add_row(str(r.iteration), f"[{colour}]{r.status}", f"{r.val_bpb:.6f}" if r.val_bpb else "-",
+                  "" if r.seed is None else str(r.seed), r.description)
     return t
 
 
@@ -233,7 +235,11 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
         conn.close()
         tracing.close()
     console.print(summary_table(campaign.run_dir))
-    refresh_report(campaign.run_dir)
+    figures = refresh_report(campaign.run_dir) or {}
+    if campaign.noise_runs > 1 and figures.get("confirm_share_pct") is not None:
+        console.print(f"judge: {figures['confirmed_keeps']} confirmed keep(s), {figures['rejected_candidates']} "
+                      f"candidate(s) rejected as within noise; confirming took {figures['confirm_share_pct']:.0f}% "
+                      f"of the run time, measuring the baseline's noise {figures['noise_share_pct'] or 0:.0f}%")
     console.print(f"report: {campaign.run_dir / 'report.md'}, plot: {campaign.run_dir / 'progress.png'}")
     console.print(f"stopped: {final.get('stop_reason') or 'done'}")
     return final

@@ -7,6 +7,8 @@ step-time spread, startup, overhead and eval time, as the H100 performance targe
 The first run after --cold starts from an empty compile cache (a campaign's first experiment);
 later runs find it warm (every experiment after the first). --set NAME=VALUE overrides a top-level
 constant of the copy that runs (a Python literal, e.g. --set COMPILE=False --set WINDOW_PATTERN='"SSSL"').
+--seeds N runs it N times with H.seed = 1..N and reports val_bpb's mean and seed noise σ (the
+spread the campaign's judge measures; docs/NOISE.md).
 
 Figures (from train.py's per-step lines and the harness's summary; run by hand, so the harness scores in-process):
   step p50/p90      timed steps only (after train.py's untimed warm-up steps)
@@ -30,8 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nanochat.config import (HARNESS_FILE, PROFILES, SUMMARY_ENV, TEMPLATE_PATH, HarnessConfig, render_train_py,
-                             torch_has_bytecode)
+from nanochat.config import (HARNESS_FILE, PROFILES, SEED_ENV, SUMMARY_ENV, TEMPLATE_PATH, HarnessConfig,
+                             render_train_py, torch_has_bytecode)
 from nanochat.prestart import READY_ENV
 
 STEP_RE = re.compile(r"^step (\d+) \|.*\| dt ([\d.]+)ms")
@@ -92,7 +94,8 @@ def figures(log: dict, result: dict) -> dict:
     return out
 
 
-def run_once(workdir: Path, python: str, log_path: Path, timeout: float, prestart: bool) -> tuple[str, dict, float, float | None]:
+def run_once(workdir: Path, python: str, log_path: Path, timeout: float, prestart: bool,
+             seed: int | None = None) -> tuple[str, dict, float, float | None]:
     """One run of workdir/train.py: (log, result, wall seconds from go, seconds the prestart warm-up took).
     With prestart, the process is started first and told to go once warm, as a campaign's spare is."""
     result_path, ready_path = workdir / "result.json", workdir / "ready"
@@ -100,6 +103,8 @@ def run_once(workdir: Path, python: str, log_path: Path, timeout: float, prestar
     ready_path.unlink(missing_ok=True)
     env = {**os.environ, SUMMARY_ENV: str(result_path), READY_ENV: str(ready_path), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(TEMPLATE_PATH.parent.parent), os.environ.get("PYTHONPATH")]))}
+    if seed is not None:
+        env[SEED_ENV] = str(seed)
     cmd = [python, "-m", "nanochat.prestart", "train.py"] if prestart else [python, "train.py"]
     if not torch_has_bytecode():   # as a campaign's sandbox does: bytecode private to the run
         env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
@@ -134,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="builtin")
     ap.add_argument("--time-budget", type=float, default=60.0, help="seconds of timed training per run")
     ap.add_argument("--runs", type=int, default=2, help="runs in a row, sharing the compile cache")
+    ap.add_argument("--seeds", type=int, default=0, metavar="N",
+                    help="run N times with H.seed = 1..N (instead of --runs) and report val_bpb's mean and seed σ")
     ap.add_argument("--cold", action="store_true", help="empty the compile cache before the first run")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a constant")
     ap.add_argument("--cache-dir", default=None)
@@ -162,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         (work / "train.py").write_text(text)
         config.write(work / HARNESS_FILE)
-        for i in range(args.runs):
+        for i in range(args.seeds or args.runs):
             kind = "cold" if args.cold and i == 0 else "warm" if args.cold or i > 0 else "run"
             name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{label}-{i + 1}-{kind}")[:80]
             log_path = (log_dir or work) / f"{name}.log"
-            out, result, wall, ready = run_once(work, sys.executable, log_path, args.timeout, args.prestart)
-            row = {"label": label, "run": i + 1, "cache": kind, "wall_s": round(wall, 1),
+            seed = i + 1 if args.seeds else None
+            out, result, wall, ready = run_once(work, sys.executable, log_path, args.timeout, args.prestart, seed)
+            row = {"label": label, "run": i + 1, "seed": seed, "cache": kind, "wall_s": round(wall, 1),
                    "prestart_s": round(ready, 1) if ready is not None else None, **figures(parse_log(out), result)}
             if log_dir:
                 steps = [dt for _, dt in parse_log(out)["steps"]]
@@ -177,10 +185,14 @@ def main(argv: list[str] | None = None) -> int:
             if result.get("status") != "ok":
                 print("\n".join(out.splitlines()[-25:]), file=sys.stderr)
     print_table(rows)
+    scores = [r["val_bpb"] for r in rows if isinstance(r.get("val_bpb"), (int, float))]
+    if args.seeds and len(scores) > 1:
+        print(f"val_bpb over {len(scores)} seeds: mean {statistics.mean(scores):.6f}, "
+              f"seed σ {statistics.stdev(scores):.6f}, range {min(scores):.6f}-{max(scores):.6f}")
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 
-COLUMNS = [("cache", "cache"), ("prestart_s", "prestart s"), ("mfu_steady", "MFU%"), ("mfu_percent", "MFU%(all)"), ("tok_per_s", "tok/s"),
+COLUMNS = [("seed", "seed"), ("cache", "cache"), ("prestart_s", "prestart s"), ("mfu_steady", "MFU%"), ("mfu_percent", "MFU%(all)"), ("tok_per_s", "tok/s"),
            ("step_p50_ms", "p50 ms"), ("step_p90_ms", "p90 ms"), ("p90_over_p50", "p90/p50"),
            ("first_step_s", "step1 s"), ("startup_seconds", "startup s"), ("overhead_s", "overhead s"),
            ("eval_seconds", "eval s"), ("val_bpb", "val_bpb"), ("num_steps", "steps"), ("peak_vram_mb", "VRAM MB")]

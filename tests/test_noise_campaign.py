@@ -61,10 +61,13 @@ def check_experiment_rows(rows, campaign: str, noise_runs: int = 3):
 
 @pytest.mark.slow
 def test_a_change_that_does_nothing_is_never_kept(tmp_path, cpu_data):
-    settings = settings_for(tmp_path, cpu_data, fixture(tmp_path, 0.0), max_iterations=8)
+    """The seeds are a function of the campaign's name, so this campaign is deterministic. Under
+    "null" four of its eight first runs beat the baseline's mean and are confirmed; the judge's
+    error rate over many such campaigns (0.4 false keeps per 100 experiments) is tests/test_noise.py's."""
+    settings = settings_for(tmp_path, cpu_data, fixture(tmp_path, 0.0), max_iterations=8, campaign="null")
     final = run_campaign(settings, offline_models())
     rows = rows_of(settings)
-    check_experiment_rows(rows, "n")
+    check_experiment_rows(rows, "null")
     experiments = by_iteration(rows)
     assert sorted(experiments) == list(range(9))
     baseline = experiments.pop(0)
@@ -77,12 +80,9 @@ def test_a_change_that_does_nothing_is_never_kept(tmp_path, cpu_data):
     best_mean = baseline[-1].mean
     for runs in experiments.values():
         assert (len(runs) > 1) == (runs[0].val_bpb < best_mean), runs
-    assert any(len(runs) > 1 for runs in experiments.values())          # the judge was tested
-    # the single-run judge would have kept at least one of these flukes
-    assert any(runs[0].val_bpb < min(r.val_bpb for r in baseline) for runs in experiments.values()) or \
-        any(runs[0].val_bpb < best_mean for runs in experiments.values())
+    assert sum(len(runs) > 1 for runs in experiments.values()) >= 3       # the test was put to work
     assert final["best_val_bpb"] == pytest.approx(best_mean, abs=1e-6)
-    ws = settings.runs_dir / "n" / "workspace"
+    ws = settings.runs_dir / "null" / "workspace"
     assert git(ws, "rev-parse", "refs/autoresearch/best").startswith(baseline[-1].commit)
 
 

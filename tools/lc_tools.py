@@ -114,7 +114,9 @@ def experiments_table(results_path) -> str:
         rows = [r for r in csv.DictReader(f, delimiter="\t") if r.get("commit")]
     if not rows:
         return "No experiments recorded yet."
-    kept = [float(r["val_bpb"]) for r in rows if r.get("status") == "keep" and is_number(r.get("val_bpb"))]
+    # the best is the mean of its runs where the file records one (an experiment may be run several times)
+    kept = [float(r.get("mean") or r["val_bpb"]) for r in rows
+            if r.get("status") == "keep" and is_number(r.get("mean") or r.get("val_bpb"))]
     out = [f"Recent experiments (last {min(len(rows), RECENT_EXPERIMENTS)} of {len(rows)}):",
            "commit   val_bpb   mem_gb  status   description"]
     for r in rows[-RECENT_EXPERIMENTS:]:
@@ -124,7 +126,7 @@ def experiments_table(results_path) -> str:
         out.append(f"{r['commit']:<8} {r.get('val_bpb', ''):<9} {r.get('memory_gb', ''):<7} "
                    f"{r.get('status', ''):<8} {desc}")
     if kept:
-        out.append(f"Best val_bpb so far: {min(kept):.6f}")
+        out.append(f"Best val_bpb so far: {kept[-1]:.6f}")   # the last keep: each had to beat the one before
     return "\n".join(out)
 
 
