@@ -88,7 +88,8 @@ class Campaign:
     def tools(self, seed: int):
         return make_tools(self.workspace, results_path=self.results_path, logs_dir=self.logs_dir,
                           gpu=self.settings.gpu, on_progress=self.on_progress, prestart=self.settings.prestart,
-                          redactor=self.redactor, unsafe=self.settings.unsafe_no_sandbox, seed=seed)
+                          redactor=self.redactor, unsafe=self.settings.unsafe_no_sandbox, seed=seed,
+                          history=lambda: results.history_table(self.results_path))
 
     def train(self, run_name: str, seed: int, baseline: bool = False) -> RunResult:
         """A run outside the agent's loop: the baseline's (the first one's compile caches seed every

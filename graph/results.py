@@ -245,16 +245,19 @@ def history_table(path: Path, limit: int = HISTORY_ROWS) -> str:
         older = verdicts[: len(verdicts) - len(shown)]
         keeps = sum(r.kept for r in older)
         lines.append(f"({len(older)} older experiments not shown, {keeps} of them kept)")
-    lines.append("iter | val_bpb (mean of n runs) | status  | description")
+    sigma = next((r.sigma for r in reversed(verdicts) if r.sigma), None)   # the campaign's latest estimate
+    lines.append("iter | val_bpb (mean ± σ, n runs)   | status  | description")
     for r in shown:
         value = r.mean if r.mean is not None else r.val_bpb
-        bpb = f"{value:.6f} (n={r.runs})" if value and (r.runs or 0) > 1 else (f"{value:.6f}      " if value else "   -          ")
+        if value and (r.runs or 0) > 1:
+            bpb = f"{value:.6f}" + (f" ± {sigma:.4f}" if r.kept and sigma else "") + f" (n={r.runs})"
+        else:
+            bpb = f"{value:.6f}" if value else "-"
         notes = " [directive]" if r.directive else ""
         if "within noise" in (r.reason or ""):
             notes += " [within noise of the best]"
-        lines.append(f"{r.iteration if r.iteration is not None else r.index:>4} | {bpb:<24} | {r.status:<7} | "
+        lines.append(f"{r.iteration if r.iteration is not None else r.index:>4} | {bpb:<28} | {r.status:<7} | "
                      f"{r.description}{notes}")
-    sigma = next((r.sigma for r in reversed(verdicts) if r.sigma), None)
     if sigma:
         lines.append(f"(seed noise: σ = {sigma:.4f} per run)")
     return "\n".join(lines)

@@ -8,7 +8,6 @@ researcher); with a key and a GPU it runs the real thing until stopped (--max-it
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sqlite3

@@ -93,3 +93,27 @@ def test_the_noise_aware_judge_keeps_a_tenth_of_the_flukes_the_old_one_keeps():
     assert f["false_keeps_per_100_new"] < 1.0
     assert f["detect_4sigma_first_new"] > 0.85 and f["detect_2sigma_first_new"] > 0.3
     assert 10 < f["confirm_share_pct"] < 50
+
+
+def test_the_agent_history_shows_verdicts_with_mean_sigma_n_and_within_noise(tmp_path):
+    from graph import results
+    from graph.offline import parse_history
+    tsv = tmp_path / "results.tsv"
+    rows = [  # iteration, status, val_bpb, runs, mean, sigma, description, reason
+        (0, "measure", 1.01, 1, 1.01, "", "baseline", ""),
+        (0, "keep", 0.99, 2, 1.00, 0.014142, "baseline", "baseline: mean of 2 run(s)"),
+        (1, "measure", 0.98, 1, 0.98, 0.014142, "MATRIX_LR: 0.04 -> 0.06", "beats the best mean"),
+        (1, "discard", 1.00, 2, 0.99, 0.012910, "MATRIX_LR: 0.04 -> 0.06", "within noise: after 2 runs ..."),
+        (2, "discard", 1.30, 1, 1.30, 0.012910, "DEPTH: 4 -> 8", "does not beat the best mean"),
+    ]
+    for it, status, bpb, runs, mean, sigma, description, reason in rows:
+        results.append_row(tsv, {"iteration": it, "status": status, "val_bpb": f"{bpb:.6f}", "runs": runs,
+                                 "mean": f"{mean:.6f}", "sigma": sigma, "description": description, "reason": reason})
+    text = results.history_table(tsv)
+    lines = text.splitlines()
+    assert len(lines) == 5                               # header, 3 verdicts (no measure row), σ line
+    assert "1.000000 ± 0.0129 (n=2)" in lines[1] and "keep" in lines[1]
+    assert "0.990000 (n=2)" in lines[2] and "[within noise of the best]" in lines[2]
+    assert "1.300000" in lines[3] and "within noise" not in lines[3]
+    assert lines[-1] == "(seed noise: σ = 0.0129 per run)"
+    assert [(p.name, p.status) for p in parse_history(text)] == [("MATRIX_LR", "discard"), ("DEPTH", "discard")]

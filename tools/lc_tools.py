@@ -9,9 +9,9 @@ Every answer passes the campaign's redactor (when given) and is clipped to MODEL
 (its head and tail, with a marker): a secret never reaches the model, nor does a flood.
 """
 
-import csv
 import sys
 from pathlib import Path
+from typing import Callable
 
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
@@ -26,8 +26,6 @@ from tools.workspace import PAGE_LINES, Workspace, WorkspaceError
 # Constants
 
 LOGS_MOUNT = "logs"        # the name under which the agent reads the run logs
-RECENT_EXPERIMENTS = 10    # rows of results.tsv shown by read_metrics
-DESCRIPTION_CHARS = 60     # a description longer than this is cut in the table
 
 READ_FILE_DESCRIPTION = f"""Show a file with numbered lines (number, tab, text). The numbers are for reference only:
 never copy them into a patch.
@@ -68,8 +66,8 @@ predictions depend on later tokens), with the reason and the last lines of the l
 sandbox that sees the train split only; H.finish(model, ...) hands the model to a separate scorer, which
 computes val_bpb on the validation split. Takes no arguments."""
 
-READ_METRICS_DESCRIPTION = """Show the last training run's status and metrics, and a table of the campaign's
-recent experiments (commit, val_bpb, memory, status, description) with the best val_bpb so far.
+READ_METRICS_DESCRIPTION = """Show the last training run's status and metrics, and the campaign's experiments
+(val_bpb as the mean of each experiment's runs, status, description) with the seed noise.
 Takes no arguments."""
 
 
@@ -107,48 +105,19 @@ def last_run(logs_dir: Path) -> RunResult | None:
     return None
 
 
-def experiments_table(results_path) -> str:
-    if results_path is None or not Path(results_path).exists():
-        return "No experiments recorded yet."
-    with open(results_path, newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r.get("commit")]
-    if not rows:
-        return "No experiments recorded yet."
-    # the best is the mean of its runs where the file records one (an experiment may be run several times)
-    kept = [float(r.get("mean") or r["val_bpb"]) for r in rows
-            if r.get("status") == "keep" and is_number(r.get("mean") or r.get("val_bpb"))]
-    out = [f"Recent experiments (last {min(len(rows), RECENT_EXPERIMENTS)} of {len(rows)}):",
-           "commit   val_bpb   mem_gb  status   description"]
-    for r in rows[-RECENT_EXPERIMENTS:]:
-        desc = (r.get("description") or "").replace("\n", " ")
-        if len(desc) > DESCRIPTION_CHARS:
-            desc = desc[:DESCRIPTION_CHARS - 3].rstrip() + "..."
-        out.append(f"{r['commit']:<8} {r.get('val_bpb', ''):<9} {r.get('memory_gb', ''):<7} "
-                   f"{r.get('status', ''):<8} {desc}")
-    if kept:
-        out.append(f"Best val_bpb so far: {kept[-1]:.6f}")   # the last keep: each had to beat the one before
-    return "\n".join(out)
-
-
-def is_number(s) -> bool:
-    try:
-        float(s)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
 # -----------------------------------------------------------------------------
 # The tools
 
 def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, wall_limit=None,
                python: str = sys.executable, on_progress=None, prestart: bool = False,
                redactor: Redactor | None = None, output_chars: int = MODEL_OUTPUT_CHARS,
-               unsafe: bool = False, seed: int = DEFAULT_SEED) -> list[StructuredTool]:
+               unsafe: bool = False, seed: int = DEFAULT_SEED,
+               history: Callable[[], str] | None = None) -> list[StructuredTool]:
     """[read_file, apply_patch, run_training, read_metrics] bound to one campaign: its workspace,
     its results.tsv (optional), the run's logs/ directory, its GPU and wall limit. Every
     run_training call trains with H.seed = `seed`, so the agent's own runs in one experiment
-    compare edits, not seeds.
+    compare edits, not seeds. read_metrics shows the last run and `history()`, the campaign's
+    experiments as its owner formats them (the tools know no results format).
 
     Each answer goes through `redactor` (the campaign's; none: only clipped) as the model sees text,
     then is clipped to `output_chars` characters."""
@@ -180,7 +149,7 @@ def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, w
     def read_metrics() -> str:
         run = last_run(logs_dir)
         head = "No training run yet: call run_training." if run is None else "Last run:\n" + run.to_text(LOGS_MOUNT, tail=False)
-        return for_model(head + "\n\n" + experiments_table(results_path))
+        return for_model(head + "\n\n" + (history() if history else "No experiments recorded yet."))
 
     common = dict(handle_validation_error=invalid_arguments)
     return [
