@@ -11,8 +11,10 @@ The campaign pools it over every experiment it has measured more than once (the 
 An experiment whose first run scored x₁, against the best code's mean B over n_B runs:
 
 1. screen: x₁ ≥ B − min_improvement is discarded at once. One run, nothing spent confirming.
-2. confirm: otherwise it is re-run with fresh seeds until it has `runs` runs (--noise-runs), and
-   stops early once its mean no longer beats B (the remaining runs could only confirm a loss).
+2. confirm: otherwise it is re-run with fresh seeds until it has `runs` runs (--noise-runs). It
+   stops early when its mean, were it to hold, would give less than FUTILITY of the t the test
+   needs: such a candidate almost never passes, and in simulation stopping it cut the runs spent
+   confirming by a fifth (36% → 29% of all runs in a null campaign) at no measurable loss of power.
 3. test: it is kept iff its mean x̄ over n runs passes a one-sided Student t-test on the pooled σ,
 
        t = (B − x̄) / (σ · √(1/n_B + 1/n)) ≥ t_crit(confidence, df),   and   B − x̄ ≥ min_improvement.
@@ -23,7 +25,7 @@ of 3 runs df = 2, where z = 2 would let about one null candidate in ten through;
 campaign pools more runs. The candidate's mean includes its screening run, which was selected for
 being low; that bias is small next to the test's margin and is paid for by pooling the same run
 into σ (it widens σ). Simulated (scripts/judge_simulation.py, docs/NOISE.md): over 100 null
-experiments the single-run judge keeps ~4 seed flukes, this one ~0.4.
+experiments the single-run judge keeps ~4.2 seed flukes, this one ~0.36.
 
 The best's score is the mean of all its runs, so one lucky run does not raise the bar for every
 experiment after it. Pure Python (and scipy's t quantile): no LangChain, testable on its own.
@@ -42,6 +44,7 @@ from graph.results import DISCARD, KEEP, MEASURE   # the statuses a decision can
 # Constants
 
 CONFIDENCE = 0.975          # one-sided: a null change passes the test 2.5% of the time
+FUTILITY = 0.5              # stop confirming below this fraction of the t the test needs (projected)
 SEED_SPACE = 2**31          # seeds fit torch.manual_seed and numpy's generators on every platform
 # --noise-runs when not given. Three on a GPU: df 2 after the baseline, +2 per confirmed candidate.
 # Four on the CPU: its short runs are cheap and far noisier, and df 3 lowers the first tests'
@@ -136,6 +139,12 @@ def decide(values: Sequence[float], best: Sequence[float], noise: Noise, runs: i
     if n < runs:
         if delta <= min_improvement:
             return Decision(DISCARD, f"within noise: after {n} runs its mean {_bpb(x)} no longer beats {bar}")
+        projected = _t(delta, noise, n_best, runs)         # the final t, were the mean to hold
+        needed = critical_t(confidence, noise.df + runs - n)
+        if projected is not None and projected < FUTILITY * needed:
+            return Decision(DISCARD, f"within noise: after {n} runs its mean {_bpb(x)} beats {bar} by "
+                                     f"{delta:.6f}{_in_sigma(delta, noise)}, too little to pass at {runs} runs "
+                                     f"(t would be {projected:.2f}, needs {needed:.2f})", projected)
         return Decision(MEASURE, f"confirming: run {n} of {runs}, mean so far {_bpb(x)} vs {bar}")
     t = _t(delta, noise, n_best, n)
     crit = critical_t(confidence, noise.df)

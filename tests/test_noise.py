@@ -54,8 +54,16 @@ def test_a_first_run_below_the_best_mean_is_confirmed_with_fresh_seeds():
 
 def test_confirmation_stops_once_the_mean_no_longer_beats_the_best():
     d = decide([0.99, 1.03], BEST, NOISE, runs=3)
-    assert d.status == DISCARD and d.reason.startswith("within noise: after 2 runs")
-    assert decide([0.99, 0.995], BEST, NOISE, runs=3).status == MEASURE
+    assert d.status == DISCARD and d.reason.startswith("within noise: after 2 runs") and "no longer beats" in d.reason
+
+
+def test_confirmation_stops_when_the_mean_could_not_pass_the_test():
+    # Δ 0.0075 held over 3 runs: t = 0.0075 / (0.02 * sqrt(2/3)) = 0.46 < half of t(0.975, 11) = 2.20
+    d = decide([0.99, 0.995], BEST, NOISE, runs=3)
+    assert d.status == DISCARD and "too little to pass" in d.reason
+    assert d.t == pytest.approx(0.0075 / (0.02 * math.sqrt(2 / 3)))
+    # Δ 0.0275: t would be 1.68, over half of 2.20: one more run
+    assert decide([0.97, 0.985], BEST, NOISE, runs=3).status == MEASURE
 
 
 def test_the_test_keeps_only_a_gain_beyond_the_noise():
