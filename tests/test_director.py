@@ -82,6 +82,7 @@ def agent_prompts(monkeypatch):
 
 def make_campaign(tmp_path, *, patience=3, iterations=6, papers=None, models=None, **settings):
     ws = make_workspace(tmp_path, train_py=FIXTURE_TRAIN.read_text())
+    settings.setdefault("noise_runs", 1)    # one run per experiment: the fake scores are the verdicts
     s = Settings(offline=True, plateau_patience=patience, max_iterations=iterations,
                  runs_dir=tmp_path / "runs", **settings)
     run_dir = tmp_path / "runs" / "test"

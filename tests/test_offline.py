@@ -49,7 +49,8 @@ def history_table(rows: list[tuple[str, str]]) -> str:
 
 def task(rows: list[tuple[str, str]], directive: str | None = None, iteration: int = 1) -> HumanMessage:
     text = render_prompt("agent_task", dict(
-        iteration=iteration, best_val_bpb="1.400000", baseline_val_bpb="1.500000",
+        iteration=iteration, best_val_bpb="1.400000", best_runs=3, baseline_val_bpb="1.500000",
+        noise="σ = 0.0100 per run (6 repeated runs)",
         history=history_table(rows), directive_section=directive_section(directive),
         stall="", max_agent_steps=12,
     ))

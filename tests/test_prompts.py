@@ -18,6 +18,8 @@ from graph.prompts import (
 TASK_VALUES = dict(
     iteration=7,
     best_val_bpb="1.234567",
+    best_runs=3,
+    noise="σ = 0.0123 per run (9 repeated runs)",
     baseline_val_bpb="1.300000",
     history="| 1 | keep | MATRIX_LR: 0.04 -> 0.06 |",
     directive_section="",
@@ -37,6 +39,7 @@ def test_agent_task_renders_with_all_values():
     assert "# Experiment 7" in text
     assert "1.234567" in text and "MATRIX_LR: 0.04 -> 0.06" in text
     assert "12 tool calls" in text
+    assert "the mean of its 3 run(s)" in text and "σ = 0.0123 per run" in text
 
 
 def test_unused_values_are_fine():
