@@ -150,7 +150,7 @@ def test_without_a_sandbox_a_campaign_refuses_to_start_and_unsafe_runs_say_so(tm
     monkeypatch.setitem(sandbox._checked, "reason", "bubblewrap (bwrap) is not installed")
     config, _ = cpu_data
     args = ["--campaign", "nobox", "--runs-dir", str(tmp_path / "runs"), "--profile", "cpu", "--data", config.data,
-            "--time-budget", "2", "--max-iterations", "0", "--offline"]
+            "--time-budget", "2", "--max-iterations", "0", "--offline", "--noise-runs", "1"]
     assert main(args) == 2
     out = capsys.readouterr().out
     assert "bwrap" in out and "apt-get install bubblewrap" in out and "--unsafe-no-sandbox" in out
@@ -161,8 +161,8 @@ def test_without_a_sandbox_a_campaign_refuses_to_start_and_unsafe_runs_say_so(tm
     assert r.status == "ok" and not r.sandboxed and 2 < r.val_bpb < 30
     assert "NOT sandboxed" in r.to_text() and "NOT sandboxed" in log_text(r)
     assert main([*args, "--unsafe-no-sandbox"]) == 0
-    rows = (tmp_path / "runs" / "nobox" / "results.tsv").read_text().splitlines()
-    assert rows[0].endswith("\tsandbox") and rows[1].endswith("\tnone")
+    header, *rows = [line.split("\t") for line in (tmp_path / "runs" / "nobox" / "results.tsv").read_text().splitlines()]
+    assert rows and all(row[header.index("sandbox")] == "none" for row in rows)
 
 
 def test_a_secret_across_a_cut_line_is_still_masked(tmp_path):
