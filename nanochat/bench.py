@@ -8,7 +8,12 @@ The first run after --cold starts from an empty compile cache (a campaign's firs
 later runs find it warm (every experiment after the first). --set NAME=VALUE overrides a top-level
 constant of the copy that runs (a Python literal, e.g. --set COMPILE=False --set WINDOW_PATTERN='"SSSL"').
 --seeds N runs it N times with H.seed = 1..N and reports val_bpb's mean and seed noise σ (the
-spread the campaign's judge measures; docs/NOISE.md).
+spread the campaign's judge measures; docs/NOISE.md). Side by side: --train A.py --train B.py
+--seeds N runs each file with the same N seeds, interleaved, and prints mean ± σ of val_bpb, step
+time, MFU and overhead per file, and each file's val_bpb difference from the first with its
+two-sided p (Welch's t-test):
+
+    python -m nanochat.bench --train nanochat/train.py --train mine.py --seeds 3 --time-budget 50
 
 Figures (from train.py's per-step lines and the harness's summary; run by hand, so the harness scores in-process):
   step p50/p90      timed steps only (after train.py's untimed warm-up steps)
@@ -134,7 +139,8 @@ def run_once(workdir: Path, python: str, log_path: Path, timeout: float, prestar
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nanochat.bench", description=__doc__.split("\n\n")[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train", default=str(TEMPLATE_PATH), help="the train.py to measure (default: the template)")
+    ap.add_argument("--train", action="append", default=None,
+                    help="a train.py to measure (default: the template); give it twice or more to compare side by side")
     ap.add_argument("--profile", default="h100", choices=sorted(PROFILES))
     ap.add_argument("--data", default="builtin")
     ap.add_argument("--time-budget", type=float, default=60.0, help="seconds of timed training per run")
@@ -142,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=0, metavar="N",
                     help="run N times with H.seed = 1..N (instead of --runs) and report val_bpb's mean and seed σ")
     ap.add_argument("--cold", action="store_true", help="empty the compile cache before the first run")
-    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a constant")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a constant (every file)")
     ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--label", default="", help="a name for this variant in the output")
+    ap.add_argument("--label", default="", help="a name for this variant in the output (one file only)")
     ap.add_argument("--log-dir", default=None, help="keep each run's log (and the figures as JSON) here")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--no-prestart", dest="prestart", action="store_false",
@@ -152,10 +158,19 @@ def main(argv: list[str] | None = None) -> int:
                          "as a campaign does (its imports and CUDA set-up overlap the agent's turn)")
     args = ap.parse_args(argv)
 
-    train = Path(args.train).resolve()
-    text = render_train_py(args.profile) if train == TEMPLATE_PATH.resolve() else train.read_text()
     overrides = dict(item.split("=", 1) for item in args.set)
-    text = override_constants(text, overrides)
+    variants = []   # (label, train.py text)
+    files = args.train or [str(TEMPLATE_PATH)]
+    for path in files:
+        train = Path(path).resolve()
+        text = render_train_py(args.profile) if train == TEMPLATE_PATH.resolve() else train.read_text()
+        label = args.label if args.label and len(files) == 1 else \
+            train.stem + "".join(f" {k}={v}" for k, v in overrides.items())
+        while label in [v[0] for v in variants]:     # two files of one name: number them
+            label += "'"
+        variants.append((label, override_constants(text, overrides)))
+    if len(variants) > 1 and not args.seeds:
+        ap.error("side by side needs --seeds N: each file runs N times, with H.seed = 1..N")
     config = HarnessConfig(profile=args.profile, data=args.data, time_budget=args.time_budget,
                            cache_dir=args.cache_dir)
     if args.cold:
@@ -163,33 +178,79 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(args.log_dir) if args.log_dir else None
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
-    label = args.label or train.stem + "".join(f" {k}={v}" for k, v in overrides.items())
     rows = []
     with tempfile.TemporaryDirectory(prefix="nanochat-bench-") as tmp:
-        work = Path(tmp)
-        (work / "train.py").write_text(text)
-        config.write(work / HARNESS_FILE)
+        works = []
+        for k, (_, text) in enumerate(variants):
+            work = Path(tmp) / str(k)
+            work.mkdir()
+            (work / "train.py").write_text(text)
+            config.write(work / HARNESS_FILE)
+            works.append(work)
+        # interleaved (A1 B1 A2 B2 ...): whatever drifts on the machine meets every file alike
         for i in range(args.seeds or args.runs):
-            kind = "cold" if args.cold and i == 0 else "warm" if args.cold or i > 0 else "run"
-            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{label}-{i + 1}-{kind}")[:80]
-            log_path = (log_dir or work) / f"{name}.log"
-            seed = i + 1 if args.seeds else None
-            out, result, wall, ready = run_once(work, sys.executable, log_path, args.timeout, args.prestart, seed)
-            row = {"label": label, "run": i + 1, "seed": seed, "cache": kind, "wall_s": round(wall, 1),
-                   "prestart_s": round(ready, 1) if ready is not None else None, **figures(parse_log(out), result)}
-            if log_dir:
-                steps = [dt for _, dt in parse_log(out)["steps"]]
-                (log_dir / f"{name}.json").write_text(json.dumps({**row, "step_ms": steps}, indent=1))
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if result.get("status") != "ok":
-                print("\n".join(out.splitlines()[-25:]), file=sys.stderr)
-    print_table(rows)
-    scores = [r["val_bpb"] for r in rows if isinstance(r.get("val_bpb"), (int, float))]
-    if args.seeds and len(scores) > 1:
-        print(f"val_bpb over {len(scores)} seeds: mean {statistics.mean(scores):.6f}, "
-              f"seed σ {statistics.stdev(scores):.6f}, range {min(scores):.6f}-{max(scores):.6f}")
+            for (label, _), work in zip(variants, works):
+                kind = "cold" if args.cold and i == 0 else "warm" if args.cold or i > 0 else "run"
+                name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{label}-{i + 1}-{kind}")[:80]
+                log_path = (log_dir or work) / f"{name}.log"
+                seed = i + 1 if args.seeds else None
+                out, result, wall, ready = run_once(work, sys.executable, log_path, args.timeout, args.prestart, seed)
+                row = {"label": label, "run": i + 1, "seed": seed, "cache": kind, "wall_s": round(wall, 1),
+                       "prestart_s": round(ready, 1) if ready is not None else None, **figures(parse_log(out), result)}
+                if log_dir:
+                    steps = [dt for _, dt in parse_log(out)["steps"]]
+                    (log_dir / f"{name}.json").write_text(json.dumps({**row, "step_ms": steps}, indent=1))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if result.get("status") != "ok":
+                    print("\n".join(out.splitlines()[-25:]), file=sys.stderr)
+    for label, _ in variants:
+        print_table([r for r in rows if r["label"] == label])
+    if args.seeds:
+        print_comparison(compare(rows, [label for label, _ in variants]))
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
+
+
+COMPARED = (("val_bpb", "val_bpb"), ("step_p50_ms", "step p50 ms"), ("mfu_steady", "MFU%"), ("overhead_s", "overhead s"))
+
+
+def compare(rows: list[dict], labels: list[str]) -> list[dict]:
+    """Per label: mean and σ (across seeds) of each COMPARED figure; for every label after the
+    first, its val_bpb difference from the first and that difference's two-sided p (Welch's t-test)."""
+    from scipy.stats import ttest_ind   # lazy: only the side-by-side summary needs it
+    out, first = [], None
+    for label in labels:
+        summary = {"label": label}
+        for key, _ in COMPARED:
+            values = [r[key] for r in rows if r["label"] == label and r.get("status") == "ok"
+                      and isinstance(r.get(key), (int, float))]
+            summary[key] = values
+            summary[f"{key}_mean"] = statistics.fmean(values) if values else None
+            summary[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else None
+        if first is None:
+            first = summary
+        elif summary["val_bpb"] and first["val_bpb"]:
+            summary["delta_val_bpb"] = summary["val_bpb_mean"] - first["val_bpb_mean"]
+            if len(summary["val_bpb"]) > 1 and len(first["val_bpb"]) > 1:
+                summary["p_value"] = float(ttest_ind(summary["val_bpb"], first["val_bpb"], equal_var=False).pvalue)
+        out.append(summary)
+    return out
+
+
+def print_comparison(summaries: list[dict]) -> None:
+    def cell(s, key):
+        mean, sd = s.get(f"{key}_mean"), s.get(f"{key}_sd")
+        if mean is None:
+            return "-"
+        digits = 4 if key == "val_bpb" else 1
+        return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
+    n = max((len(s["val_bpb"]) for s in summaries), default=0)
+    print(f"\nmean ± σ over seeds (n = {n} each; σ is the seed noise of one run)")
+    print(" | ".join(["train.py", *(h for _, h in COMPARED), f"Δ val_bpb vs {summaries[0]['label']}", "p (Welch)"]))
+    for s in summaries:
+        delta = f"{s['delta_val_bpb']:+.4f}" if s.get("delta_val_bpb") is not None else "-"
+        p = f"{s['p_value']:.3g}" if s.get("p_value") is not None else "-"
+        print(" | ".join([s["label"], *(cell(s, key) for key, _ in COMPARED), delta, p]))
 
 
 COLUMNS = [("seed", "seed"), ("cache", "cache"), ("prestart_s", "prestart s"), ("mfu_steady", "MFU%"), ("mfu_percent", "MFU%(all)"), ("tok_per_s", "tok/s"),

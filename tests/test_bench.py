@@ -1,5 +1,7 @@
 """nanochat.bench: log parsing and figures (no training run), constant overrides."""
 
+import json
+
 import pytest
 
 from nanochat import bench, prepare
@@ -45,3 +47,39 @@ def test_override_constants_keeps_comments_and_refuses_unknown_names():
     assert out.count("# 0: train for the time budget") == 1
     with pytest.raises(SystemExit):
         bench.override_constants(text, {"NO_SUCH_CONSTANT": "1"})
+
+
+def test_compare_gives_mean_sigma_and_welchs_test_against_the_first_file():
+    from scipy.stats import t as student
+    rows = [{"label": "a", "status": "ok", "val_bpb": 1.0, "step_p50_ms": 300.0},
+            {"label": "b", "status": "ok", "val_bpb": 0.9, "step_p50_ms": 310.0},
+            {"label": "a", "status": "ok", "val_bpb": 1.2, "step_p50_ms": 302.0},
+            {"label": "b", "status": "ok", "val_bpb": 1.0, "step_p50_ms": 312.0},
+            {"label": "b", "status": "crash"}]                           # a failed run counts in no figure
+    a, b = bench.compare(rows, ["a", "b"])
+    assert a["val_bpb_mean"] == pytest.approx(1.1) and a["val_bpb_sd"] == pytest.approx(0.02 ** 0.5)
+    assert b["step_p50_ms_mean"] == pytest.approx(311.0) and "delta_val_bpb" not in a
+    assert b["delta_val_bpb"] == pytest.approx(-0.15)
+    # Welch by hand: variances 0.02 and 0.005 over 2 runs each
+    se2 = 0.02 / 2 + 0.005 / 2
+    df = se2 ** 2 / ((0.02 / 2) ** 2 + (0.005 / 2) ** 2)
+    assert b["p_value"] == pytest.approx(2 * student.sf(0.15 / se2 ** 0.5, df))
+
+
+@pytest.mark.slow
+def test_side_by_side_runs_each_file_on_the_same_seeds_and_reports_the_difference(tmp_path, cpu_data, capsys):
+    from pathlib import Path
+    fixture = (Path(__file__).parent / "fixtures" / "noisy_train.py").read_text()
+    (tmp_path / "plain.py").write_text(fixture)
+    (tmp_path / "better.py").write_text(fixture.replace("base = -1.0", "base = 1.0"))   # w 0.73: ~0.2 bpb lower
+    config, _ = cpu_data
+    code = bench.main(["--train", str(tmp_path / "plain.py"), "--train", str(tmp_path / "better.py"),
+                       "--profile", "cpu", "--data", config.data, "--time-budget", "2", "--seeds", "2",
+                       "--no-prestart"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    runs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(r["label"], r["seed"]) for r in runs] == [("plain", 1), ("better", 1), ("plain", 2), ("better", 2)]
+    table = out[out.index("mean ± σ over seeds"):].splitlines()
+    better = next(line for line in table if line.startswith("better |"))
+    assert float(better.split(" | ")[-2]) < -0.1          # Δ val_bpb vs plain
