@@ -227,11 +227,6 @@ def rows(path: Path):
     return read_results(path)
 
 
-def row_for_iteration(path: Path, iteration: int):
-    """The iteration's latest row: its verdict once it has one (one row per iteration before v3)."""
-    return next((r for r in reversed(rows(path)) if r.iteration == iteration), None)
-
-
 def history_table(path: Path, limit: int = HISTORY_ROWS) -> str:
     """A compact table of past experiments (their verdicts) for the agent's and director's prompts:
     an experiment measured several times shows the mean of its runs and n; a discard near the best

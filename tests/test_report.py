@@ -258,13 +258,6 @@ def test_append_row_keeps_an_old_header(tmp_path):
     assert read_results(path)[1].status == "measure"
 
 
-def test_row_for_iteration_is_the_latest_row(tmp_path):
-    run = write_run(tmp_path, tsv(V3_HEADER, *V3_ROWS))
-    assert results.row_for_iteration(run / "results.tsv", 2).status == "keep"   # not its first run
-    assert results.row_for_iteration(run / "results.tsv", 0).mean == 1.04
-    assert results.row_for_iteration(run / "results.tsv", 9) is None
-
-
 def test_longest_stall_counts_a_trailing_stall(tmp_path):
     text = tsv("commit | val_bpb | memory_gb | status | description",
                "a | 1.0 | 1 | keep | baseline",
