@@ -141,7 +141,7 @@ def setup_node(c: Campaign):
                                     "reason": reason})
             done = c.rows(0)
         row = done[-1]
-        best = standing(c).best_mean
+        best = standing(results.rows(c.results_path)).best_mean
         annotate(config, iteration=0, commit=row.commit, val_bpb=best, status=row.status)
         return {"iteration": 0, "baseline_val_bpb": best, "best_val_bpb": best,
                 "best_commit": c.workspace.best_commit(), "stall": 0, "plateau": 0, "directive": "", "started_at": started,
@@ -209,7 +209,7 @@ def judge_node(c: Campaign):
             c.workspace.keep(f"keep {iteration}")
         else:
             c.workspace.discard()
-        best = standing(c).best_mean
+        best = standing(results.rows(c.results_path)).best_mean
         c.on_event("verdict", {"iteration": iteration, "status": row.status, "best": best, "reason": row.reason,
                                "runs": len(rows)})
         annotate(config, iteration=iteration, commit=row.commit, val_bpb=row.val_bpb, status=row.status,
@@ -252,11 +252,11 @@ class Standing:
         return noise.mean(self.best)
 
 
-def standing(c: Campaign, extra: tuple[int, float] | None = None) -> Standing:
-    """From every recorded run (plus `extra`, an (iteration, val_bpb) not recorded yet)."""
+def standing(rows: list, extra: tuple[int, float] | None = None) -> Standing:
+    """From the recorded runs `rows` (plus `extra`, an (iteration, val_bpb) not recorded yet)."""
     groups: dict[int, list[float]] = {}
     best_iteration = None
-    for r in results.rows(c.results_path):
+    for r in rows:
         if r.iteration is None:
             continue
         if r.val_bpb is not None and r.status != results.CRASH:
@@ -278,8 +278,10 @@ def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome, 
     committed and kept reachable under refs/autoresearch/experiments/; later runs ran that commit."""
     run = RunResult(**outcome["run"]) if outcome.get("run") else None
     description = outcome.get("description") or "(no description)"
-    before = standing(c)
-    earlier = [r.val_bpb for r in c.rows(iteration) if r.val_bpb is not None and r.status != results.CRASH]
+    recorded = results.rows(c.results_path)   # read once: the standing before this run, and with it
+    before = standing(recorded)
+    earlier = [r.val_bpb for r in recorded
+               if r.iteration == iteration and r.val_bpb is not None and r.status != results.CRASH]
     sha = experiment_commit(c, iteration) or "-"
     if run is not None and attempt == 1:
         # commit exactly the code that was trained, kept or not, and keep a ref to it
@@ -298,7 +300,7 @@ def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome, 
                   f"confirmation run {attempt} crashed ({run.status}): a change must train reliably to be kept")
     else:
         values = earlier + [run.val_bpb]
-        measured = standing(c, extra=(iteration, run.val_bpb)).noise
+        measured = standing(recorded, extra=(iteration, run.val_bpb)).noise
         decision = noise.decide(values, before.best, measured, c.noise_runs, c.settings.min_improvement,
                                 c.settings.confidence)
         status, reason = decision.status, decision.reason
@@ -365,7 +367,7 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
               config: RunnableConfig | None = None) -> Outcome:
     s = c.settings
     tools = {t.name: t for t in c.tools(seed=c.seed(iteration, 1))}
-    now = standing(c)
+    now = standing(results.rows(c.results_path))
     values = {
         "iteration": iteration,
         "best_val_bpb": f"{state['best_val_bpb']:.6f}",

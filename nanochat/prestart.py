@@ -22,9 +22,10 @@ GO = "go"
 READY_ENV = "NANOCHAT_READY_FILE"     # touched once the warm-up is done (the bench waits on it)
 
 
-def warm_up() -> None:
+def warm_up() -> bool:
     """Everything a run needs before train.py's own code: imports, the compile caches' location,
-    the CUDA context and cuBLAS, and the compiler stack (one tiny compiled function)."""
+    the CUDA context and cuBLAS, and the compiler stack (one tiny compiled function). Returns
+    whether there was a GPU to set up."""
     from nanochat import prepare   # torch, numpy, tokenizers
     try:
         prepare.use_compile_cache(prepare.resolve_config([]).compile_cache)
@@ -35,26 +36,22 @@ def warm_up() -> None:
     import torch._inductor.compile_fx  # noqa: F401
     from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
     if not torch.cuda.is_available():
-        return
+        return False
     torch.cuda.init()
     a = torch.ones(64, 64, device="cuda", dtype=torch.bfloat16)
     (a @ a).sum().item()                                     # cuBLAS handle and workspace
     torch.compile(lambda t: (t * 2).sin(), dynamic=False)(a).sum().item()   # inductor + Triton up
     torch._dynamo.reset()                                    # leave no trace in dynamo's caches
-
-
-def torch_ready() -> bool:
-    import torch
-    return torch.cuda.is_available()
+    return True
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m nanochat.prestart TRAIN_FILE  (then 'go <unix time>' on stdin)", file=sys.stderr)
+        print("usage: python -m nanochat.prestart TRAIN_FILE  (then 'go <unix time> [seed]' on stdin)", file=sys.stderr)
         return 2
     train_file = argv[0]
     t0 = time.time()
-    warm_up()
+    cuda = warm_up()
     ready = time.time()
     if os.environ.get(READY_ENV):
         Path(os.environ[READY_ENV]).write_text(f"{ready - t0:.3f}\n")
@@ -67,7 +64,7 @@ def main(argv: list[str]) -> int:
     if len(line) > 2:
         os.environ[SEED_ENV] = line[2]
     waited = started - ready
-    print(f"[prestart] warm-up (imports{', CUDA, compiler' if torch_ready() else ''}) took {ready - t0:.1f}s, done "
+    print(f"[prestart] warm-up (imports{', CUDA, compiler' if cuda else ''}) took {ready - t0:.1f}s, done "
           + (f"{waited:.1f}s before this run was asked for" if waited >= 0
              else f"{-waited:.1f}s after it (counted in this run's overhead)"), flush=True)
     sys.argv = [train_file]
