@@ -7,7 +7,7 @@ step-time spread, startup, overhead and eval time, as the H100 performance targe
 The first run after --cold starts from an empty compile cache (a campaign's first experiment);
 later runs find it warm (every experiment after the first). --set NAME=VALUE overrides a top-level
 constant of the copy that runs (a Python literal, e.g. --set COMPILE=False --set WINDOW_PATTERN='"SSSL"').
---seeds N runs it N times with H.seed = 1..N and reports val_bpb's mean and seed noise σ (the
+--seeds N runs it N times with H.seed = 1..N (--first-seed K: K..K+N-1) and reports val_bpb's mean and seed noise σ (the
 spread the campaign's judge measures; docs/NOISE.md). Side by side: --train A.py --train B.py
 --seeds N runs each file with the same N seeds, interleaved, and prints mean ± σ of val_bpb, step
 time, MFU and overhead per file, and each file's val_bpb difference from the first with its
@@ -17,7 +17,8 @@ two-sided p (Welch's t-test):
 
 Figures (from train.py's per-step lines and the harness's summary; run by hand, so the harness scores in-process):
   step p50/p90      timed steps only (after train.py's untimed warm-up steps)
-  mfu_steady        the harness's MFU rescaled from the mean to the median timed step
+  mfu_steady        the harness's MFU rescaled from the mean to the median timed step (the mean, if
+                    the log's step lines are not ours)
   tok/s             tokens per step / median step time
   overhead          total_seconds - training_seconds (compile, warm-up steps, eval; the imports and CUDA
                     set-up too with --no-prestart, else they happen before `go`, shown as prestart s)
@@ -96,6 +97,8 @@ def figures(log: dict, result: dict) -> dict:
             out["tok_per_s"] = round(log["tokens_per_step"] / (p50 / 1000))
         if result.get("mfu_percent") is not None:
             out["mfu_steady"] = round(result["mfu_percent"] * mean / p50, 2)
+    elif result.get("mfu_percent") is not None:   # a train.py that logs steps its own way: its mean MFU
+        out["mfu_steady"] = result["mfu_percent"]
     return out
 
 
@@ -147,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=2, help="runs in a row, sharing the compile cache")
     ap.add_argument("--seeds", type=int, default=0, metavar="N",
                     help="run N times with H.seed = 1..N (instead of --runs) and report val_bpb's mean and seed σ")
+    ap.add_argument("--first-seed", type=int, default=1, metavar="K",
+                    help="with --seeds N: use seeds K..K+N-1 (e.g. to split the seeds over GPUs)")
     ap.add_argument("--cold", action="store_true", help="empty the compile cache before the first run")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a constant (every file)")
     ap.add_argument("--cache-dir", default=None)
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 kind = "cold" if args.cold and i == 0 else "warm" if args.cold or i > 0 else "run"
                 name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{label}-{i + 1}-{kind}")[:80]
                 log_path = (log_dir or work) / f"{name}.log"
-                seed = i + 1 if args.seeds else None
+                seed = args.first_seed + i if args.seeds else None
                 out, result, wall, ready = run_once(work, sys.executable, log_path, args.timeout, args.prestart, seed)
                 row = {"label": label, "run": i + 1, "seed": seed, "cache": kind, "wall_s": round(wall, 1),
                        "prestart_s": round(ready, 1) if ready is not None else None, **figures(parse_log(out), result)}

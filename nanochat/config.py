@@ -76,8 +76,8 @@ PROFILES: dict[str, Profile] = {
                    tokenizer_train_chars=3_000_000, max_train_tokens=3_000_000,
                    device="cpu",
                    train_overrides={"DEPTH": 2, "ASPECT_RATIO": 64, "HEAD_DIM": 32,
-                                    "SHORT_WINDOW": 64, "TOTAL_BATCH_TOKENS": 2**12,
-                                    "DEVICE_BATCH_SIZE": 16, "MATRIX_LR": 0.02,
+                                    "SHORT_WINDOW": 64, "TOTAL_BATCH_TOKENS": 2**11,
+                                    "DEVICE_BATCH_SIZE": 8, "MATRIX_LR": 0.02,
                                     "EMBEDDING_LR": 0.3, "UNEMBEDDING_LR": 0.004,
                                     "WARMDOWN_RATIO": 0.4}),
 }

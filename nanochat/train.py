@@ -33,19 +33,23 @@ WINDOW_PATTERN = "L"        # per block, repeating: S = sliding window of SHORT_
                             # (on an H100 with torch 2.11, full causal attention (cuDNN) is faster than windows (FlexAttention))
 SHORT_WINDOW = 1024         # tokens a short-window block attends to (the last block is always L)
 VALUE_EMBEDS = True         # give alternate blocks a value embedding table (ResFormer-style)
+VE_GATE_CHANNELS = 32       # residual channels the value embeddings' per-head gate reads
 LOGIT_SOFTCAP = 15.0        # tanh soft-capping of the output logits
 
 # Batch
-TOTAL_BATCH_TOKENS = 2**19  # tokens per optimizer step (gradient accumulation fills the rest)
-DEVICE_BATCH_SIZE = 64      # rows per forward/backward pass
+TOTAL_BATCH_TOKENS = 2**18  # tokens per optimizer step (gradient accumulation fills the rest); in budgets of
+                            # minutes, twice the steps at half the batch won 0.05 bpb (docs/PERFORMANCE.md)
+DEVICE_BATCH_SIZE = 128     # rows per forward/backward pass
 
 # Optimization: Muon for the matrices inside blocks, AdamW for embeddings, head and scalars
 MATRIX_LR = 0.04            # Muon
 EMBEDDING_LR = 0.6          # AdamW, token and value embeddings
 UNEMBEDDING_LR = 0.004      # AdamW, lm_head
-SCALAR_LR = 0.5             # AdamW, per-block residual mixing scalars
-WEIGHT_DECAY = 0.0          # Muon's decoupled weight decay
+SCALAR_LR = 0.5             # AdamW, the x0 mixing scalars (the residual scalars get 1% of it)
+WEIGHT_DECAY = 0.2          # Muon's cautious weight decay, decaying linearly to 0 over the run
 ADAM_BETAS = (0.8, 0.95)
+MUON_MOMENTUM = (0.85, 0.95, 300)   # Muon momentum ramps from the first to the second over this many steps
+MUON_BETA2 = 0.95           # NorMuon: decay of the per-neuron second moment of the update
 WARMUP_RATIO = 0.0          # fraction of the time budget spent ramping the learning rate up
 WARMDOWN_RATIO = 0.5        # fraction of the time budget spent decaying it at the end
 FINAL_LR_FRAC = 0.0         # learning rate multiplier reached at the end of the warm-down
@@ -89,7 +93,7 @@ class Attention(nn.Module):
         self.c_k = nn.Linear(dim, dim, bias=False)
         self.c_v = nn.Linear(dim, dim, bias=False)
         self.c_proj = nn.Linear(dim, dim, bias=False)
-        self.ve_gate = nn.Parameter(torch.zeros(n_head)) if has_ve else None
+        self.ve_gate = nn.Linear(VE_GATE_CHANNELS, n_head, bias=False) if has_ve else None
 
     def forward(self, x, ve, cos, sin, mask):
         B, T, C = x.shape
@@ -97,9 +101,9 @@ class Attention(nn.Module):
         k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
         v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
         dtype = q.dtype   # bf16 under autocast; rotary, norms and the value mix below run in fp32
-        if ve is not None:   # value embedding mixed in per head, gated (starts at 0.5 mix)
-            gate = torch.sigmoid(self.ve_gate)[None, None, :, None]
-            v = v + gate * ve.view(B, T, self.n_head, self.head_dim)
+        if ve is not None:   # value embedding mixed in per head and token, gated by the input (starts at 1)
+            gate = 2 * torch.sigmoid(self.ve_gate(x[..., :VE_GATE_CHANNELS]))
+            v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_head, self.head_dim)
         q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))   # QK-norm
         q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)   # the attention kernels' fast path is bf16
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
@@ -145,7 +149,7 @@ class GPT(nn.Module):
         self.value_embeds = nn.ModuleDict({str(i): nn.Embedding(vocab_size, dim) for i in self.ve_layers})
         self.blocks = nn.ModuleList(Block(dim, n_head, self.windows[i], i in self.ve_layers) for i in range(depth))
         self.resid_lambdas = nn.Parameter(torch.ones(depth))   # x <- a_i * x + b_i * x0 before block i
-        self.x0_lambdas = nn.Parameter(torch.zeros(depth))
+        self.x0_lambdas = nn.Parameter(torch.full((depth,), 0.1))   # some x0 from the start: steadier across seeds
         self.lm_head = nn.Linear(dim, vocab_size, bias=False)
         cos, sin = rotary(seq_len, head_dim)
         self.register_buffer("cos", cos, persistent=False)
@@ -154,14 +158,18 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def init_weights(self):
-        for emb in [self.wte, *self.value_embeds.values()]:
-            nn.init.normal_(emb.weight, std=1.0)
+        bound = (3 / self.dim) ** 0.5   # uniform with variance 1/dim
+        nn.init.normal_(self.wte.weight, std=1.0)   # normed before use: only its direction matters
+        for emb in self.value_embeds.values():      # added to v unnormed: on the scale of c_v's output
+            nn.init.uniform_(emb.weight, -bound, bound)
         nn.init.normal_(self.lm_head.weight, std=0.001)
         for block in self.blocks:
             for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
-                nn.init.uniform_(lin.weight, -(3 / self.dim) ** 0.5, (3 / self.dim) ** 0.5)
+                nn.init.uniform_(lin.weight, -bound, bound)
             nn.init.zeros_(block.attn.c_proj.weight)   # every block starts as the identity
             nn.init.zeros_(block.mlp.c_proj.weight)
+            if block.attn.ve_gate is not None:
+                nn.init.zeros_(block.attn.ve_gate.weight)
 
     def setup_attention(self, device, flex):
         """One mask per block: None = plain causal; else a sliding-window causal mask."""
@@ -178,8 +186,7 @@ class GPT(nn.Module):
                 self.masks[i] = (pos[None, :] <= pos[:, None]) & (pos[:, None] - pos[None, :] < window)
 
     def embed(self, idx):
-        """The token embedding (normed) and the value embeddings. The residual stream stays fp32:
-        in bf16 it loses small updates (at 40 steps, val_bpb 2.15 against 1.91; docs/PERFORMANCE.md)."""
+        """The token embedding (normed) and the value embeddings, in their tables' dtype (bf16 on CUDA)."""
         return norm(self.wte(idx)), {k: e(idx) for k, e in self.value_embeds.items()}
 
     def head(self, x, targets=None):
@@ -221,15 +228,25 @@ class GPT(nn.Module):
         return 6 * (self.num_params() - embeddings) + attn
 
 
-def zeropower_via_newtonschulz(G, steps=5, eps=1e-7):
-    """torch.optim.Muon's quintic Newton-Schulz orthogonalisation in bf16, for a stack of matrices."""
-    a, b, c = 3.4445, -4.7750, 2.0315
+# Polar Express (Amsel et al., 2025): per-iteration coefficients (a, b, c) of X <- aX + b(XX^T)X + c(XX^T)^2 X,
+# each chosen for the worst case of the iteration before. Closer to U V^T in 5 steps than one fixed quintic.
+POLAR_EXPRESS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+
+
+def orthogonalise(G):
+    """U V^T of each matrix U S V^T in a stack, approximately and in bf16 (the fast matmul dtype)."""
     X = G.bfloat16()
     tall = G.size(-2) > G.size(-1)
-    if tall:
+    if tall:   # iterate on the wide side: X X^T is then the smaller Gram matrix
         X = X.mT
-    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
-    for _ in range(steps):
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) * 1.02 + 1e-6)   # spectral norm safely below 1, as the coefficients assume
+    for a, b, c in POLAR_EXPRESS:
         A = X @ X.mT
         B = torch.baddbmm(A, A, A, beta=b, alpha=c)
         X = torch.baddbmm(X, B, X, beta=a)
@@ -238,13 +255,15 @@ def zeropower_via_newtonschulz(G, steps=5, eps=1e-7):
 
 class Muon(torch.optim.Optimizer):
     """
-    torch.optim.Muon's update (Nesterov momentum, Newton-Schulz, lr x sqrt(max(1, rows/cols)),
-    decoupled weight decay), batched: matrices of one shape are stacked so one chain of bmm kernels
-    serves them all, instead of ~25 small kernels and a Python loop per matrix.
+    Muon for a model's matrices: Nesterov momentum, orthogonalised by Polar Express, scaled per neuron
+    by NorMuon's running second moment (keeping the update's norm), lr x sqrt(max(1, rows/cols)), with
+    cautious weight decay (only where the update already pulls the weight towards 0). Batched: the
+    matrices of one shape are stacked so one chain of kernels serves them all.
+    The momentum and weight decay are per step, from the group (the training loop schedules them).
     """
 
-    def __init__(self, params, lr, momentum=0.95, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+    def __init__(self, params, lr, momentum=0.95, beta2=0.95, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, beta2=beta2, weight_decay=weight_decay))
 
     @torch.no_grad()
     def step(self):
@@ -255,14 +274,22 @@ class Muon(torch.optim.Optimizer):
                     by_shape.setdefault(tuple(p.shape), []).append(p)
             for (rows, cols), params in by_shape.items():
                 grads = torch.stack([p.grad for p in params])
-                state = self.state[params[0]]   # the stacked momentum of this shape lives with its first matrix
+                state = self.state[params[0]]   # the stacked state of this shape lives with its first matrix
                 if "momentum" not in state:
                     state["momentum"] = torch.zeros_like(grads)
+                    # one second moment per neuron: per row of a tall matrix, per column of a wide one
+                    state["second"] = grads.new_zeros((len(params), rows, 1) if rows >= cols else (len(params), 1, cols))
                 state["momentum"].lerp_(grads, 1 - group["momentum"])
-                update = zeropower_via_newtonschulz(grads.lerp_(state["momentum"], group["momentum"]))
-                if group["weight_decay"]:
-                    torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-                torch._foreach_add_(params, list(update.unbind(0)), alpha=-group["lr"] * max(1, rows / cols) ** 0.5)
+                update = orthogonalise(grads.lerp_(state["momentum"], group["momentum"])).float()
+                per_neuron = update.square().mean(dim=-1 if rows >= cols else -2, keepdim=True)
+                state["second"].lerp_(per_neuron, 1 - group["beta2"])
+                scaled = update * state["second"].clamp_min(1e-10).rsqrt()
+                scaled *= update.norm(dim=(-2, -1), keepdim=True) / scaled.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-10)
+                lr = group["lr"] * max(1, rows / cols) ** 0.5
+                weights = torch.stack(params)
+                decay = (scaled * weights >= 0) * weights   # cautious: decay only where the update agrees
+                weights.sub_(lr * (scaled + group["weight_decay"] * decay))
+                torch._foreach_copy_(params, list(weights.unbind(0)))
 
 
 # -----------------------------------------------------------------------------
@@ -273,6 +300,9 @@ device = H.device
 model_dim = -(-DEPTH * ASPECT_RATIO // HEAD_DIM) * HEAD_DIM
 model = GPT(H.vocab_size, H.seq_len, DEPTH, model_dim, HEAD_DIM).to(device)
 model.init_weights()
+if device == "cuda":   # bf16 embeddings make the residual stream bf16: half the memory traffic between blocks
+    for emb in [model.wte, *model.value_embeds.values()]:
+        emb.to(torch.bfloat16)
 fast = device == "cuda" and COMPILE   # the fast path: compiled, with FlexAttention for the windows
 model.setup_attention(device, flex=fast)
 if fast:
@@ -287,13 +317,16 @@ grad_accum = TOTAL_BATCH_TOKENS // tokens_per_pass
 # AdamW learning rates were tuned at width 768; scale them as 1/sqrt(width) around it.
 adam_scale = (model_dim / 768) ** -0.5
 matrices = [p for b in model.blocks for p in b.parameters() if p.ndim == 2]
-block_scalars = [p for b in model.blocks for p in b.parameters() if p.ndim < 2]
+block_vectors = [p for b in model.blocks for p in b.parameters() if p.ndim < 2]   # none here; an edit may add gains
 adam = torch.optim.AdamW([
     {"params": [model.wte.weight, *[e.weight for e in model.value_embeds.values()]], "lr": EMBEDDING_LR * adam_scale},
     {"params": [model.lm_head.weight], "lr": UNEMBEDDING_LR * adam_scale},
-    {"params": [model.resid_lambdas, model.x0_lambdas, *block_scalars], "lr": SCALAR_LR},
+    # the residual scalars scale the whole stream: a hundredth of the scalar rate keeps it steady
+    {"params": [model.resid_lambdas], "lr": SCALAR_LR * 0.01},
+    {"params": [model.x0_lambdas], "lr": SCALAR_LR, "betas": (0.96, ADAM_BETAS[1])},
+    {"params": block_vectors, "lr": SCALAR_LR},
 ], betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0, fused=device == "cuda")
-muon = Muon(matrices, lr=MATRIX_LR, momentum=0.95, weight_decay=WEIGHT_DECAY)
+muon = Muon(matrices, lr=MATRIX_LR, beta2=MUON_BETA2)
 optimizers = [adam, muon]
 for opt in optimizers:
     for group in opt.param_groups:
@@ -302,6 +335,11 @@ for opt in optimizers:
 autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
 loader = H.train_loader(DEVICE_BATCH_SIZE)   # batch order from H.seed
 untimed = UNTIMED_STEPS if device == "cuda" else 1
+
+
+def muon_momentum(step):
+    start, end, steps = MUON_MOMENTUM
+    return start + (end - start) * min(step / steps, 1.0)
 
 
 def lr_multiplier(progress):
@@ -336,6 +374,9 @@ while True:
     for opt in optimizers:
         for group in opt.param_groups:
             group["lr"] = group["initial_lr"] * lrm
+    for group in muon.param_groups:
+        group["momentum"] = muon_momentum(max(step - untimed, 0))
+        group["weight_decay"] = WEIGHT_DECAY * (1 - progress)
     for _ in range(grad_accum):
         x, y = next(loader)
         with autocast:
