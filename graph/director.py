@@ -31,7 +31,7 @@ from graph.llm import LLMUnavailable, describe_error, invoke_with_retry
 from graph.offline import OfflineDirector
 from graph.papers import PaperCache, PaperSource, arxiv_search, default_cache_dir, fetch_random_paper
 from graph.tracing import annotate
-from graph.prompts import render_prompt
+from graph.prompts import message_text, render_prompt
 from graph.state import CampaignState
 from tools.workspace import git
 
@@ -90,7 +90,7 @@ class Director:
         if key not in self._summaries:
             prompt = render_prompt(SUMMARIZE_PROMPT, {"train_py": source}, self.c.settings.prompts_dir)
             text, _ = self.ask(self.c.models.director, prompt, "summarize", config)
-            self._summaries[key] = clip(text, SUMMARY_CHARS)
+            self._summaries[key] = results.clip(text, SUMMARY_CHARS)
         return {"code_summary": self._summaries[key]}
 
     def paper(self, state: CampaignState, config: RunnableConfig) -> dict:
@@ -139,7 +139,7 @@ class Director:
         try:
             reply = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry,
                                       secrets=s.credentials.secrets(), config=config, redactor=self.c.redactor)
-            text = THINKING.sub("", content_text(reply.content)).strip()
+            text = THINKING.sub("", message_text(reply.content)).strip()
             if text:
                 return text, ""
             reason = "the model answered nothing"
@@ -186,7 +186,7 @@ def clean_directive(text: str, paper: dict | None) -> str:
     for name in (paper.get("title"), paper.get("id")):
         if name and len(name) > 3:
             text = re.sub(re.escape(name), "a recent idea", text, flags=re.I)
-    return clip(text, DIRECTIVE_CHARS)
+    return results.clip(text, DIRECTIVE_CHARS)
 
 
 def short_form(directive: str, limit: int = SHORT_CHARS) -> str:
@@ -200,15 +200,4 @@ def short_form(directive: str, limit: int = SHORT_CHARS) -> str:
     cut = max(first.rfind(mark, 0, limit) for mark in (":", ";", " — ", " - "))
     if cut >= limit // 2:
         return first[:cut].rstrip()
-    return first[: limit - 1].rstrip() + "…"
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def content_text(content) -> str:
-    """A message's text, whether the provider sent a string or a list of parts."""
-    if isinstance(content, str):
-        return content
-    return "\n".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return results.clip(first, limit)

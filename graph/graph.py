@@ -31,7 +31,7 @@ from langgraph.graph import END, START, StateGraph
 from graph import noise, results
 from graph.configuration import Settings
 from graph.llm import LLMUnavailable, Models, invoke_with_retry
-from graph.prompts import directive_section, render_prompt
+from graph.prompts import directive_section, message_text, render_prompt
 from graph.state import CampaignState, Outcome
 from graph.tracing import annotate
 from nanochat.config import HARNESS_FILE, HarnessConfig
@@ -411,7 +411,7 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
         if steps > s.max_agent_steps + 2:     # it keeps calling tools after being told to stop
             outcome["note"] = "the agent ran out of tool-call steps"
             break
-    text = _text(final.content) if final else ""
+    text = message_text(final.content) if final else ""
     lines = [line.strip().strip("#*` ").strip() for line in text.splitlines() if line.strip()]
     outcome["description"] = (lines[0] if lines else outcome.get("note", "no description"))[:DESCRIPTION_CHARS]
     if directive:
@@ -472,12 +472,6 @@ def stall_text(stall: int, patience: int) -> str:
         return "The last experiment improved the best result (or this is the first one)."
     return (f"The last {stall} experiment(s) did not improve on the best "
             f"(after every {patience} in a row, the director suggests a new direction).")
-
-
-def _text(content) -> str:
-    if isinstance(content, str):
-        return content
-    return "\n".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
 
 
 # -----------------------------------------------------------------------------

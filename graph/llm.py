@@ -22,7 +22,7 @@ import email.utils
 import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -99,11 +99,9 @@ class Models:
     offline: bool
     label: str
     provider: str = "offline"  # offline | openai | openai-compatible | deepseek
-    reason: str = ""  # why this provider, e.g. "no API key found"
-    model_names: dict[str, str] = field(default_factory=dict)  # role -> model name
 
 
-def offline_models(reason: str = "") -> Models:
+def offline_models() -> Models:
     return Models(
         agent=OfflineResearcher(),
         director=OfflineDirector(),
@@ -111,15 +109,13 @@ def offline_models(reason: str = "") -> Models:
         offline=True,
         label=OFFLINE_LABEL,
         provider="offline",
-        reason=reason,
-        model_names={"agent": "offline-researcher", "director": "offline-director", "reasoner": "offline-director"},
     )
 
 
 def make_models(settings: Settings) -> Models:
     """The agent, director and reasoner chat models the settings and keys call for."""
     if settings.offline:
-        return offline_models("--offline")
+        return offline_models()
     creds = settings.credentials
     openai_key, deepseek_key = creds.openai_api_key, creds.deepseek_api_key
     openai_url = settings.base_url or creds.openai_base_url
@@ -130,7 +126,7 @@ def make_models(settings: Settings) -> Models:
     elif openai_key and openai_key.get_secret_value():
         provider, key, url, defaults = "openai", openai_key, OPENAI_PUBLIC_URL, OPENAI_DEFAULTS
     else:
-        return offline_models("no API key found (OPENAI_API_KEY or DEEPSEEK_API_KEY)")
+        return offline_models()   # no OPENAI_API_KEY or DEEPSEEK_API_KEY
 
     follow_agent = provider == "openai-compatible" and settings.agent_model
     names = {
@@ -152,8 +148,6 @@ def make_models(settings: Settings) -> Models:
         offline=False,
         label=f"{names['agent']} @ {display_host(url)}",
         provider=provider,
-        reason=f"{'OPENAI' if provider.startswith('openai') else 'DEEPSEEK'}_API_KEY found",
-        model_names=names,
     )
 
 

@@ -125,3 +125,13 @@ def _filename(name: str) -> str:
 def _search_dirs(prompts_dir: str | Path | None) -> list[Path]:
     dirs = [Path(prompts_dir).expanduser()] if prompts_dir else []
     return dirs + [PACKAGED_DIR]
+
+
+def message_text(content: Any) -> str:
+    """A chat message's text, whether the provider sent a string or a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p if isinstance(p, str) else str(p.get("text", "")) if isinstance(p, dict) else str(p)
+                         for p in content)
+    return str(content)

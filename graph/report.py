@@ -51,7 +51,7 @@ import logging
 import os
 import sys
 
-from graph.results import (CRASH, DISCARD, NO_RUN, RESULTS_FILE, ResultsError, multi_run, read_results,
+from graph.results import (CRASH, DISCARD, NO_RUN, RESULTS_FILE, ResultsError, clip, multi_run, read_results,
                            resolve_tsv)
 
 # -----------------------------------------------------------------------------
@@ -369,7 +369,7 @@ def plot_progress(name, rows, figures, path):
     # name the kept experiments that moved the running best the most
     labelled = [r for r in kept if r.index in wins]
     for r in sorted(labelled, key=lambda r: -wins[r.index])[:MAX_LABELS]:
-        text = r.description if len(r.description) <= LABEL_CHARS else r.description[:LABEL_CHARS - 1] + "…"
+        text = clip(r.description, LABEL_CHARS)
         ax.annotate(text, (x(r), r.mean), xytext=(4, 6), textcoords="offset points",
                     fontsize=7, rotation=25, color="#14522a", zorder=6)
 

@@ -261,10 +261,14 @@ def history_table(path: Path, limit: int = HISTORY_ROWS) -> str:
 # -----------------------------------------------------------------------------
 # Writing
 
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters, an ellipsis marking a cut."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def clean(text: str, limit: int = 300) -> str:
     """One TSV cell: no tabs or newlines, bounded length."""
-    text = " ".join(("" if text is None else str(text)).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(" ".join(("" if text is None else str(text)).split()), limit)
 
 
 def ensure_header(path: Path) -> None:

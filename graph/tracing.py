@@ -39,7 +39,7 @@ from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.langchain import LangChainTracer
 from langchain_core.tracers.schemas import Run
 
-from tools.redact import MASK, MIN_SECRET_CHARS, SECRET_ENV_NAME, Redactor  # noqa: F401 - re-exported
+from tools.redact import Redactor
 
 TRACES_FILE = "traces.jsonl"
 ROOT_RUN_NAME = "campaign"

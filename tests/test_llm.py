@@ -197,13 +197,12 @@ def test_offline_without_keys(no_keys):
     models = make_models(Settings())
     assert models.offline and models.label == OFFLINE_LABEL
     assert isinstance(models.agent, OfflineResearcher) and isinstance(models.director, OfflineDirector)
-    assert "no API key" in models.reason
 
 
 def test_offline_flag_wins_over_keys(no_keys):
     no_keys.setenv("DEEPSEEK_API_KEY", "sk-deepseek-secret-1")
     models = make_models(Settings(offline=True))
-    assert models.offline and models.reason == "--offline"
+    assert models.offline and models.provider == "offline" and isinstance(models.agent, OfflineResearcher)
 
 
 def test_deepseek_defaults(no_keys):
