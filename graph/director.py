@@ -11,9 +11,8 @@ The director: when the campaign stalls, one concrete idea from outside the loop.
   writes ONE specific change in tentative language ("I think you could try ..."), without naming
   the paper. The agent gets it as a suggestion it may follow, adapt or reject.
 
-The graph routes here once `plateau` (experiments without a keep since the last keep or the last
-director firing) reaches --plateau-patience; the directive node resets it to 0. A failed LLM call
-falls back to the offline director for that step: the director is advice, never a reason to stop.
+When it fires is `director_due` below, the one statement of the rule. A failed LLM call falls
+back to the offline director for that step: the director is advice, never a reason to stop.
 """
 
 from __future__ import annotations
@@ -21,19 +20,23 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from pathlib import Path
+from typing import Callable
 
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import START, StateGraph
 
 from graph import results
-from graph.llm import LLMUnavailable, describe_error, invoke_with_retry
+from graph.configuration import Settings
+from graph.llm import LLMUnavailable, Models, describe_error, invoke_with_retry
 from graph.offline import OfflineDirector
 from graph.papers import PaperCache, PaperSource, arxiv_search, default_cache_dir, fetch_random_paper
 from graph.tracing import annotate
 from graph.prompts import message_text, render_prompt
 from graph.state import CampaignState
-from tools.workspace import git
+from tools.redact import Redactor
+from tools.workspace import Workspace, git
 
 # -----------------------------------------------------------------------------
 # constants
@@ -48,24 +51,36 @@ THINKING = re.compile(r"<think>.*?</think>", re.S | re.I)   # some servers inlin
 SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z(\"'`]|\s*$)")      # "0.04" and "e.g. x" are not ends
 
 
+def director_due(state: CampaignState, patience: int) -> bool:
+    """The director fires when `plateau`, the experiments without a keep counted from the last keep
+    or the last firing, reaches --plateau-patience. A keep resets the count (the judge), and so does
+    the directive (the directive node), so a steady stall meets the director every `patience`
+    experiments, and never sooner than `patience` experiments after a keep."""
+    return state.get("plateau", 0) >= patience
+
+
 class Director:
-    """Builds the director subgraph for a campaign (graph.graph.Campaign) and owns its paper source.
+    """Builds the director subgraph and owns its paper source. It reads the best train.py from the
+    workspace and the history from results.tsv, asks the models, and reports through `on_event`.
 
     Creating it arms the first paper prefetch, so a paper is usually ready long before the first
     stall. `papers` and `rng` are injectable (tests, embedding)."""
 
-    def __init__(self, campaign, *, papers: PaperSource | None = None, rng: random.Random | None = None):
-        self.c = campaign
+    def __init__(self, settings: Settings, models: Models, workspace: Workspace, results_path: Path,
+                 on_event: Callable[[str, dict], None], redactor: Redactor, *,
+                 papers: PaperSource | None = None, rng: random.Random | None = None):
+        self.settings, self.models, self.workspace = settings, models, workspace
+        self.results_path, self.on_event, self.redactor = results_path, on_event, redactor
         self.rng = rng or random.Random()
         self.papers = papers or self.default_papers()
         self._summaries: dict[str, str] = {}    # sha256 of train.py -> its summary
         self.papers.start()
 
     def default_papers(self) -> PaperSource:
-        s = self.c.settings
+        s = self.settings
         cache = PaperCache(default_cache_dir(s.runs_dir))
         fetch = None     # offline, or no search terms: never touch the network, use the cache
-        if not self.c.models.offline and s.arxiv_terms:
+        if not self.models.offline and s.arxiv_terms:
             terms, categories = list(s.arxiv_terms), list(s.arxiv_categories)
             fetch = lambda: fetch_random_paper(terms, categories, arxiv_search(), self.rng)  # noqa: E731
         return PaperSource(cache, fetch, rng=self.rng)
@@ -88,15 +103,15 @@ class Director:
         source = self.best_train_py()
         key = hashlib.sha256(source.encode()).hexdigest()
         if key not in self._summaries:
-            prompt = render_prompt(SUMMARIZE_PROMPT, {"train_py": source}, self.c.settings.prompts_dir)
-            text, _ = self.ask(self.c.models.director, prompt, "summarize", config)
+            prompt = render_prompt(SUMMARIZE_PROMPT, {"train_py": source}, self.settings.prompts_dir)
+            text, _ = self.ask(self.models.director, prompt, "summarize", config)
             self._summaries[key] = results.clip(text, SUMMARY_CHARS)
         return {"code_summary": self._summaries[key]}
 
     def paper(self, state: CampaignState, config: RunnableConfig) -> dict:
         paper, source = self.papers.take()     # immediate: what is ready, else the cache, else none
         self._annotate(state, config, paper=paper["title"] if paper else "", paper_source=source)
-        self.c.on_event("paper", {"title": paper["title"] if paper else "", "source": source})
+        self.on_event("paper", {"title": paper["title"] if paper else "", "source": source})
         return {"paper": paper}
 
     def directive(self, state: CampaignState, config: RunnableConfig) -> dict:
@@ -105,15 +120,15 @@ class Director:
         paper = state.get("paper")
         values = {
             "summary": state.get("code_summary") or "(no summary)",
-            "history": results.history_table(self.c.results_path),
-            "stall": stall_text(state, self.c.results_path),
+            "history": results.history_table(self.results_path),
+            "stall": stall_text(state, self.results_path),
             "paper": paper_text(paper),
         }
-        prompt = render_prompt(DIRECTIVE_PROMPT, values, self.c.settings.prompts_dir)
-        text, fallback = self.ask(self.c.models.reasoner, prompt, "directive", config)
+        prompt = render_prompt(DIRECTIVE_PROMPT, values, self.settings.prompts_dir)
+        text, fallback = self.ask(self.models.reasoner, prompt, "directive", config)
         directive = clean_directive(text, paper)
         short = short_form(directive)
-        self.c.on_event("director", {"text": directive, "short": short, "fallback": fallback,
+        self.on_event("director", {"text": directive, "short": short, "fallback": fallback,
                                      "paper": paper["title"] if paper else ""})
         return {"directive": directive, "directive_short": short, "plateau": 0}
 
@@ -122,7 +137,7 @@ class Director:
     def best_train_py(self) -> str:
         """train.py as of the best commit: what the next experiment starts from, whatever the
         working tree holds after a kill."""
-        ws = self.c.workspace
+        ws = self.workspace
         try:
             return git(ws.root, "show", f"{ws.best_commit()}:train.py") + "\n"
         except RuntimeError:
@@ -130,15 +145,15 @@ class Director:
 
     def ask(self, model, prompt: str, step: str, config: RunnableConfig | None = None) -> tuple[str, str]:
         """The model's answer, or the offline director's when the model fails: (text, why it fell back)."""
-        s = self.c.settings
+        s = self.settings
         messages = [HumanMessage(prompt)]
 
         def on_retry(attempt, wait, error):
-            self.c.on_event("retry", {"attempt": attempt, "wait": wait, "error": error})
+            self.on_event("retry", {"attempt": attempt, "wait": wait, "error": error})
 
         try:
             reply = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry,
-                                      secrets=s.credentials.secrets(), config=config, redactor=self.c.redactor)
+                                      secrets=s.credentials.secrets(), config=config, redactor=self.redactor)
             text = THINKING.sub("", message_text(reply.content)).strip()
             if text:
                 return text, ""
@@ -146,16 +161,16 @@ class Director:
         except LLMUnavailable as e:
             reason = str(e)
         except Exception as e:    # 400/401/404 propagate from invoke_with_retry: still only advice
-            reason = describe_error(e, self.c.redactor.extended(s.credentials.secrets()))
-        self.c.on_event("error", {"message": f"director ({step}): {reason}; using the offline director"})
+            reason = describe_error(e, self.redactor.extended(s.credentials.secrets()))
+        self.on_event("error", {"message": f"director ({step}): {reason}; using the offline director"})
         return OfflineDirector().respond(messages), reason
 
     def _annotate(self, state: CampaignState, config: RunnableConfig, **extra) -> None:
-        annotate(config, campaign=self.c.settings.campaign, iteration=state.get("iteration", 0) + 1,
+        annotate(config, campaign=self.settings.campaign, iteration=state.get("iteration", 0) + 1,
                  commit=(state.get("best_commit") or "")[:7], val_bpb=state.get("best_val_bpb"), **extra)
 
     def _phase(self, state: CampaignState, phase: str) -> None:
-        self.c.on_event("phase", {"iteration": state.get("iteration", 0) + 1, "phase": phase})
+        self.on_event("phase", {"iteration": state.get("iteration", 0) + 1, "phase": phase})
 
 
 # -----------------------------------------------------------------------------

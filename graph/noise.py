@@ -38,7 +38,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from graph.results import DISCARD, KEEP, MEASURE   # the statuses a decision can give
+from graph.results import CRASH, DISCARD, KEEP, MEASURE   # the statuses a decision can give
 
 # -----------------------------------------------------------------------------
 # Constants
@@ -99,6 +99,35 @@ class Noise:
         if self.sigma is None:
             return "seed noise not measured yet"
         return f"seed noise σ = {self.sigma:.4f} per run (pooled from {self.runs} repeated runs, df {self.df})"
+
+
+@dataclass
+class Standing:
+    """Where the campaign stands, from results.tsv: the best code's runs and the pooled noise."""
+    best: list
+    noise: Noise
+
+    @property
+    def best_mean(self) -> float | None:
+        return mean(self.best)
+
+
+def standing(rows: list, extra: tuple[int, float] | None = None) -> Standing:
+    """From the recorded runs `rows` (results.Row; plus `extra`, an (iteration, val_bpb) not
+    recorded yet): the runs of the last kept experiment, and the noise pooled over every experiment."""
+    groups: dict[int, list[float]] = {}
+    best_iteration = None
+    for r in rows:
+        if r.iteration is None:
+            continue
+        if r.val_bpb is not None and r.status != CRASH:
+            groups.setdefault(r.iteration, []).append(r.val_bpb)
+        if r.kept:
+            best_iteration = r.iteration
+    best = list(groups.get(best_iteration, []))
+    if extra is not None:
+        groups.setdefault(extra[0], []).append(extra[1])
+    return Standing(best, Noise.pooled(groups.values()))
 
 
 @dataclass(frozen=True)

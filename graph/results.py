@@ -90,6 +90,11 @@ class Row:
         return self.status == KEEP
 
     @property
+    def number(self) -> int:
+        """The experiment's number: the campaign's own, else (autoresearch's rows) the row's position."""
+        return self.iteration if self.iteration is not None else self.index
+
+    @property
     def is_verdict(self):
         """The row closes its experiment: its status is the experiment's verdict."""
         return self.status != MEASURE
@@ -251,7 +256,7 @@ def history_table(path: Path, limit: int = HISTORY_ROWS) -> str:
         notes = " [directive]" if r.directive else ""
         if "within noise" in (r.reason or ""):
             notes += " [within noise of the best]"
-        lines.append(f"{r.iteration if r.iteration is not None else r.index:>4} | {bpb:<28} | {r.status:<7} | "
+        lines.append(f"{r.number:>4} | {bpb:<28} | {r.status:<7} | "
                      f"{r.description}{notes}")
     if sigma:
         lines.append(f"(seed noise: σ = {sigma:.4f} per run)")

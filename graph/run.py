@@ -15,14 +15,16 @@ import sys
 import time
 from pathlib import Path
 
+from rich.markup import escape
+
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from graph import results
-from graph.configuration import Settings, parse_settings, resolve_profile
-from graph.director import Director
-from graph.graph import Campaign, build_graph
+from graph.campaign import CHECKPOINT_DB, Campaign, CampaignError, open_campaign, resume_input
+from graph.configuration import Settings, parse_settings
+from graph.graph import build_graph
 from graph.llm import Models, make_models
 from graph.prompts import PromptError
 from nanochat.prepare import HarnessError
@@ -33,83 +35,11 @@ from tools.supervisor import discard_spare
 from tools.workspace import TamperError, WorkspaceError
 
 DEMO_ITERATIONS = 4          # offline with no stop condition given: a demo of a few minutes
-CHECKPOINT_DB = "checkpoints.sqlite"
 RECURSION_LIMIT = 10**7      # the loop is bounded by its stop conditions, not by LangGraph
 STEP_RE = re.compile(r"^step \d+ \|\s*([\d.]+)%")
-MAX_TRAIN_BYTES = 1_000_000  # --train: bigger is not a training script
-HARNESS_CALLS = {"load_harness()": r"\bload_harness\s*\(", "H.finish(...)": r"\.finish\s*\("}
 
 console = Console()
 STATUS_COLOURS = {"keep": "green", "discard": "yellow", "crash": "red", "measure": "cyan"}
-
-
-class CampaignError(RuntimeError):
-    pass
-
-
-def open_campaign(settings: Settings, models) -> tuple[Campaign, bool]:
-    """Create the run dir and workspace (or reopen them with --resume). Returns (campaign, resumed)."""
-    from nanochat.prepare import HarnessConfig, prepare_data
-    from tools import Workspace, kill_stale_runs, sandbox
-    from tools.harness_pin import HarnessPin
-
-    run_dir = (settings.runs_dir / settings.campaign).resolve()
-    ws_dir = run_dir / "workspace"
-    if settings.unsafe_no_sandbox:
-        console.print("[bold red]--unsafe-no-sandbox: train.py runs with your rights, outside any sandbox. "
-                      "It can read your files and secrets and change the harness; no score can be trusted.[/]")
-    else:
-        sandbox.require()                    # no sandbox here: refuse before anything is created
-    if settings.resume:
-        if settings.train:
-            raise CampaignError("--train starts a new campaign from a train.py; a resumed campaign goes on "
-                                "from its own best code (drop --train, or start a new --campaign)")
-        if not (run_dir / CHECKPOINT_DB).exists():
-            raise CampaignError(f"nothing to resume: {run_dir} holds no campaign (no {CHECKPOINT_DB})")
-        killed = kill_stale_runs(run_dir)
-        if killed:
-            console.print(f"[yellow]stopped {len(killed)} training process(es) left over from before: {killed}")
-        workspace = Workspace.open(ws_dir)
-    else:
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise CampaignError(f"campaign {settings.campaign!r} already exists in {run_dir}: "
-                                f"add --resume to continue it, or pick another --campaign")
-        train_py = read_train_py(settings.train) if settings.train else None
-        profile = resolve_profile(settings)
-        config = HarnessConfig(profile=profile, data=settings.data, time_budget=settings.time_budget)
-        # bad data or profile fails here, before a run dir exists (the data is cached for later)
-        data = prepare_data(config, log=lambda s: console.print(f"[dim]{s}[/]"))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        workspace = Workspace.create(ws_dir, config, train_py)
-        HarnessPin.create(run_dir, data.dir)   # the harness copy and the hashes every run is checked against
-    campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace)
-    campaign.director = Director(campaign)    # offline models get the offline director, same nodes
-    return campaign, settings.resume
-
-
-def read_train_py(path: Path) -> str:
-    """A user's train.py for --train, checked before anything is created or trained: readable
-    text that compiles, passes the integrity check, and uses the harness."""
-    from tools.supervisor import precheck
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CampaignError(f"--train {path}: no such file")
-    if path.stat().st_size > MAX_TRAIN_BYTES:
-        raise CampaignError(f"--train {path}: {path.stat().st_size:,} bytes; a train.py over "
-                            f"{MAX_TRAIN_BYTES:,} bytes is not a training script")
-    try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CampaignError(f"--train {path}: cannot read it as UTF-8 text ({e})") from None
-    refused = precheck(source)
-    if refused is not None:
-        raise CampaignError(f"--train {path}: {refused.message}")
-    missing = [call for call, pattern in HARNESS_CALLS.items() if not re.search(pattern, source)]
-    if missing:
-        raise CampaignError(f"--train {path}: it never calls {' or '.join(missing)}. A campaign's train.py gets "
-                            "its data, seed and budget from `H = load_harness()` and ends with `H.finish(model, ...)`, "
-                            "which hands the model to the scorer; see nanochat/train.py and the README")
-    return source
 
 
 class LiveUI:
@@ -200,7 +130,10 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
     from graph.checkpoints import redacting_saver
     from nanochat.prepare import HarnessConfig, prepare_data
 
-    campaign, resumed = open_campaign(settings, models)
+    if settings.unsafe_no_sandbox:
+        console.print("[bold red]--unsafe-no-sandbox: train.py runs with your rights, outside any sandbox. "
+                      "It can read your files and secrets and change the harness; no score can be trusted.[/]")
+    campaign, resumed = open_campaign(settings, models, log=dim)
     config = HarnessConfig.read(campaign.workspace.root / "harness.json")
     console.print(f"campaign [bold]{settings.campaign}[/] in {campaign.run_dir}{' (resumed)' if resumed else ''}")
     console.print(f"models: {campaign.models.label}")
@@ -212,11 +145,11 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
                   "[yellow]judge: one run per experiment (--noise-runs 1): noise-blind, a lucky seed can be kept[/]")
     if settings.train and not resumed:
         console.print(f"train.py: from {settings.train}")
-    prepare_data(config, log=lambda s: console.print(f"[dim]{s}[/]"))   # before the baseline's clock
+    prepare_data(config, log=dim)   # before the baseline's clock
 
     ui = LiveUI(campaign)
     redactor = campaign.redactor
-    campaign.on_event = lambda kind, data: ui.event(kind, redactor(data))   # the console: no secret either
+    campaign.on_event.handler = lambda kind, data: ui.event(kind, redactor(data))   # the console: no secret either
     campaign.on_progress = ui.training_line
     if handle_sigint:
         install_sigint(campaign)
@@ -228,7 +161,7 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
     cfg = {"configurable": {"thread_id": "campaign"}, "recursion_limit": RECURSION_LIMIT, **tracing.config()}
     try:
         with ui:
-            final = graph.invoke(resume_input(campaign, graph, cfg), cfg)
+            final = graph.invoke(resume_input(campaign, graph, cfg, log=dim), cfg)
     finally:
         discard_spare()                     # the pre-started process waiting for a next run
         conn.close()
@@ -244,21 +177,8 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
     return final
 
 
-def resume_input(campaign: Campaign, graph, cfg) -> dict | None:
-    """What to invoke the graph with: {} starts from setup, None continues from the checkpoint.
-    A campaign that had ended (a stop condition, a STOP file) continues from the plateau counter,
-    so `--resume --max-iterations 20` extends a finished campaign."""
-    snapshot = graph.get_state(cfg)
-    if not snapshot.values or not snapshot.values.get("best_commit"):
-        return {}                          # never started, or the baseline failed: (re)run setup
-    if snapshot.next:
-        return None                        # stopped mid-way (kill -9, Ctrl-C twice): carry on
-    stop_file = campaign.run_dir / "STOP"
-    if stop_file.exists():
-        stop_file.unlink()
-        console.print("[yellow]removed the STOP file left by the last stop[/]")
-    graph.update_state(cfg, {"stop_reason": ""}, as_node="judge")   # next: the plateau counter
-    return None
+def dim(text: str) -> None:
+    console.print(f"[dim]{escape(text)}[/]")
 
 
 def install_sigint(campaign: Campaign) -> None:

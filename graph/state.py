@@ -7,7 +7,8 @@ class Outcome(TypedDict, total=False):
     """What the agent did in one iteration, handed from the agent node to the judge."""
     description: str        # first line of the agent's final answer
     run: dict | None        # the iteration's last training run (tools.RunResult as a dict)
-    trained_source: str     # train.py exactly as that run trained it (the agent may edit after)
+    commit: str             # that run's code, committed as it trained (refs/autoresearch/experiments/N)
+    trained_source: str     # older checkpoints only: the code itself, committed by the judge
     directive: str          # the directive that was pending for this iteration ("" if none)
     agent_choice: str       # followed | adapted | rejected | "" (no directive)
     note: str               # why there was no run (LLM unavailable, out of steps, ...)
@@ -21,7 +22,7 @@ class CampaignState(TypedDict, total=False):
     best_val_bpb: float     # the best code's mean over its runs
     best_commit: str
     stall: int              # consecutive iterations without a keep (shown to the prompts and the UI)
-    plateau: int            # iterations without a keep since the last keep or director firing (routing)
+    plateau: int            # the director's count (graph/director.py: director_due)
     directive: str          # pending director directive for the next agent iteration ("" if none)
     directive_short: str
     code_summary: str       # the director's summary of the current train.py

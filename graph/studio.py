@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from langchain_core.runnables import RunnableConfig
 
+from graph.campaign import WORKSPACE_DIR, Campaign, open_campaign
 from graph.configuration import Settings
-from graph.graph import Campaign, build_graph
+from graph.graph import build_graph
 from graph.llm import make_models
 
 STUDIO_CAMPAIGN = "studio"
@@ -32,19 +33,10 @@ def studio_settings() -> Settings:
 
 
 def open_studio_campaign(settings: Settings) -> Campaign:
-    """The settings' campaign: reopened if its workspace exists, else created like the CLI does."""
-    from graph.run import open_campaign
-    from tools import Workspace
-
-    models = make_models(settings)
+    """The settings' campaign, opened as the CLI opens it: reopened if it exists, else created."""
     run_dir = (settings.runs_dir / settings.campaign).resolve()
-    if (run_dir / "workspace").exists():
-        from graph.director import Director
-        campaign = Campaign(settings=settings, run_dir=run_dir, models=models,
-                            workspace=Workspace.open(run_dir / "workspace"))
-        campaign.director = Director(campaign)
-        return campaign
-    campaign, _ = open_campaign(settings.model_copy(update={"resume": False}), models)
+    exists = (run_dir / WORKSPACE_DIR).exists()
+    campaign, _ = open_campaign(settings.model_copy(update={"resume": exists}), make_models(settings))
     return campaign
 
 

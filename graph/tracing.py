@@ -4,7 +4,7 @@
     graph.invoke(inputs, {**cfg, **tracing.config()})
     tracing.close()                            # flushes LangSmith
 
-The tree: a root run `campaign`, one child per node execution (`setup`, `plateau`, `agent`,
+The tree: a root run `campaign`, one child per node execution (`setup`, `stop_check`, `agent`,
 `judge`, `director`, ...), and under `agent` its LLM calls and its tool calls (`read_file`,
 `apply_patch`, `run_training`, `read_metrics`). Nodes tag their run with `annotate(config, ...)`:
 campaign, iteration, commit, val_bpb, status (see docs/OBSERVABILITY.md).

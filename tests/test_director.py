@@ -18,13 +18,16 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-import graph.graph as graph_module
+import graph.agent as agent_module
+import graph.campaign as campaign_module
 import tools.lc_tools as lc_tools
 from graph import papers as papers_module
 from graph import results
 from graph.configuration import Settings
 from graph.director import Director, clean_directive, short_form
-from graph.graph import CHOICES, Campaign, build_graph
+from graph.agent import CHOICES
+from graph.campaign import Campaign
+from graph.graph import build_graph
 from graph.llm import offline_models
 from graph.papers import PaperCache, PaperSource, Query, arxiv_search, fetch_random_paper
 from helpers_tools import make_workspace
@@ -59,7 +62,7 @@ def fake_training(monkeypatch):
         calls.append(1)
         return run_result(scores[len(calls) - 1] if len(calls) <= len(scores) else WORSE_BPB)
 
-    monkeypatch.setattr(graph_module, "run_training", lambda workspace, **kw: run_result(BASELINE_BPB))
+    monkeypatch.setattr(campaign_module, "run_training", lambda workspace, **kw: run_result(BASELINE_BPB))
     monkeypatch.setattr(lc_tools, "run_training", experiment)
     return scores
 
@@ -68,7 +71,7 @@ def fake_training(monkeypatch):
 def agent_prompts(monkeypatch):
     """Every task (HumanMessage) the agent model received, by iteration."""
     seen: dict[int, str] = {}
-    real = graph_module.invoke_with_retry
+    real = agent_module.invoke_with_retry
 
     def recording(model, messages, **kwargs):
         task = next(m for m in messages if isinstance(m, HumanMessage))
@@ -76,7 +79,7 @@ def agent_prompts(monkeypatch):
         seen.setdefault(iteration, task.content)
         return real(model, messages, **kwargs)
 
-    monkeypatch.setattr(graph_module, "invoke_with_retry", recording)
+    monkeypatch.setattr(agent_module, "invoke_with_retry", recording)
     return seen
 
 
@@ -90,8 +93,7 @@ def make_campaign(tmp_path, *, patience=3, iterations=6, papers=None, models=Non
     events: list[tuple[str, dict]] = []
     c = Campaign(settings=s, run_dir=run_dir, models=models or offline_models(), workspace=ws,
                  on_event=lambda kind, data: events.append((kind, data)))
-    c.director = Director(c, papers=papers or PaperSource(PaperCache(tmp_path / "papers"), None),
-                          rng=random.Random(0))
+    c.add_director(papers=papers or PaperSource(PaperCache(tmp_path / "papers"), None), rng=random.Random(0))
     return c, events
 
 
@@ -396,7 +398,7 @@ def test_the_prefetch_never_blocks_an_iteration(tmp_path, fake_training):
 
 
 def test_open_campaign_attaches_a_director(tmp_path, monkeypatch):
-    from graph.run import open_campaign
+    from graph.campaign import open_campaign
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
     settings = Settings(offline=True, runs_dir=tmp_path / "runs", campaign="c1", profile="cpu")
     c, resumed = open_campaign(settings, offline_models())
@@ -410,7 +412,7 @@ def test_end_to_end_on_the_cpu_harness(tmp_path, cpu_data, monkeypatch):
     """The real harness (2 s of training per run) for both experiments: a discard, the director,
     an experiment that carries its directive. min_improvement is huge so nothing is kept: the
     stall is certain. Only the baseline is faked, to save a run (~12 s on 2 cores)."""
-    monkeypatch.setattr(graph_module, "run_training", lambda workspace, **kw: run_result(BASELINE_BPB))
+    monkeypatch.setattr(campaign_module, "run_training", lambda workspace, **kw: run_result(BASELINE_BPB))
     from nanochat.prepare import HarnessConfig, render_train_py
     from tools import Workspace
     config, _ = cpu_data
@@ -422,7 +424,7 @@ def test_end_to_end_on_the_cpu_harness(tmp_path, cpu_data, monkeypatch):
     events = []
     c = Campaign(settings=s, run_dir=run_dir, models=offline_models(), workspace=ws,
                  on_event=lambda kind, data: events.append((kind, data)))
-    c.director = Director(c, papers=PaperSource(PaperCache(tmp_path / "papers"), None))
+    c.add_director(papers=PaperSource(PaperCache(tmp_path / "papers"), None))
     final = run_campaign(c)
     assert final["iteration"] == 2 and director_before(events) == [2]
     rows = {r.iteration: r for r in results.rows(c.results_path)}

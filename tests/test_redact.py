@@ -310,7 +310,8 @@ def test_the_campaign_holds_one_redactor_and_its_agent_never_sends_a_secret(tmp_
     import dataclasses
 
     from graph.configuration import Credentials, Settings
-    from graph.graph import Campaign, run_agent
+    from graph.agent import run_agent
+    from graph.campaign import Campaign
     from graph.llm import offline_models
     from graph.tracing import start_tracing
 

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from graph.report import PLOT_FILE, REPORT_FILE, compute_figures, main, plot_progress, write_report
+from graph.plot import plot_progress
+from graph.report import PLOT_FILE, REPORT_FILE, compute_figures, main, write_report
 from graph import results
 from graph.results import FORMATS, ResultsError, read_results
 

@@ -110,7 +110,7 @@ def test_a_campaign_reaches_langsmith_as_a_tree_and_the_run_dir_as_jsonl(tmp_pat
     assert root["name"] == "campaign" and root["end_time"] and not root.get("error")
     assert metadata(root)["campaign"] == "traced" and metadata(root)["models"].startswith("offline")
     nodes = server.children(root["id"])
-    assert [n["name"] for n in nodes] == ["setup", "plateau", "agent", "judge", "plateau"]
+    assert [n["name"] for n in nodes] == ["setup", "stop_check", "agent", "judge", "stop_check"]
     assert all(r["trace_id"] == root["id"] for r in server.runs.values())
     setup, plateau, agent, judge, last = nodes
 
@@ -300,7 +300,7 @@ def test_langgraph_json_names_the_studio_factory_and_it_builds_the_campaign_grap
     from graph import studio
 
     graph = studio.make_graph()
-    assert {"setup", "plateau", "agent", "judge"} <= set(graph.get_graph().nodes)
+    assert {"setup", "stop_check", "agent", "judge"} <= set(graph.get_graph().nodes)
     assert graph.checkpointer is None       # the LangGraph server brings its own
     assert (tmp_path / "runs" / "studio" / "workspace" / "train.py").is_file()
     again = studio.make_graph({"configurable": {}})     # the server calls the factory again and again

@@ -139,7 +139,7 @@ class TamperError(Exception):
     this must reach the supervisor and end the campaign."""
 
 
-def git(root, *args, check=True) -> str:
+def git(root, *args, check=True, input: str | None = None) -> str:
     """Run git in the workspace `root` so that nothing in it or in the user's setup can make git
     run a program or behave differently (see GIT_SETTINGS, GIT_ENV, restore_git_dir)."""
     root = Path(root).resolve()
@@ -148,8 +148,8 @@ def git(root, *args, check=True) -> str:
     # GIT_DIR/GIT_WORK_TREE: never discover another repository (a parent's, were .git deleted),
     # and core.worktree cannot point the work tree elsewhere
     env.update(GIT_ENV, GIT_DIR=str(root / ".git"), GIT_WORK_TREE=str(root))
-    proc = subprocess.run(["git", "--no-pager", *GIT_CONFIG, "-C", str(root), *args],
-                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(["git", "--no-pager", *GIT_CONFIG, "-C", str(root), *args], capture_output=True,
+                          text=True, env=env, **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}))
     if check and proc.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed in {root}: {proc.stderr.strip()}")
     return proc.stdout.strip()
@@ -342,6 +342,18 @@ class Workspace:
             git(self.root, "add", TRAIN_FILE)
             git(self.root, "commit", "-q", "-m", message)
         return self.head()
+
+    def snapshot(self, source: str, message: str, ref: str) -> str:
+        """Commit `source` as train.py on top of the best commit and point `ref` at it, leaving the
+        working tree, the index and HEAD as they are (the agent may go on editing). Returns the sha."""
+        base = self.best_commit()
+        blob = git(self.root, "hash-object", "-w", "--no-filters", "--stdin", input=source)
+        listing = git(self.root, "ls-tree", base).splitlines()
+        tree = "".join(f"100644 blob {blob}\t{TRAIN_FILE}\n" if line.endswith(f"\t{TRAIN_FILE}") else line + "\n"
+                       for line in listing)
+        sha = git(self.root, "commit-tree", git(self.root, "mktree", input=tree), "-p", base, "-m", message)
+        git(self.root, "update-ref", ref, sha)
+        return sha
 
     def keep(self, message: str = "keep") -> str:
         """Keep the experiment: commit train.py if it changed and make HEAD the best commit."""
