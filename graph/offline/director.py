@@ -15,7 +15,7 @@ from typing import ClassVar
 from langchain_core.messages import BaseMessage
 
 from graph.offline.constants import constants_in_text, parse_constants
-from graph.offline.knobs import GROUPS, PAPER_KEYWORDS, RATIONALE
+from graph.offline.knobs import GROUPS, keywords, rationale
 from graph.offline.models import RuleBasedChat
 from graph.offline.patterns import TENTATIVE, code_block, prompt_step, section
 from graph.offline.search import parse_history, plan
@@ -102,12 +102,12 @@ def write_directive(prompt: str) -> str:
         why = f"{moves[0].reason.replace('continues ', 'moving ', 1)}, so the optimum may lie further that way"
     elif paper.strip():
         text = paper.lower()
-        scored = [(sum(text.count(k) for k in PAPER_KEYWORDS.get(m.name, ())), -i, m) for i, m in enumerate(moves)]
+        scored = [(sum(text.count(k) for k in keywords(m.name)), -i, m) for i, m in enumerate(moves)]
         score, _, best = max(scored, key=lambda s: (s[0], s[1]))
         if score > 0:
-            move, why = best, f"an idea I came across suggests it, and {RATIONALE.get(best.name, 'it is cheap to test')}"
+            move, why = best, f"an idea I came across suggests it, and {rationale(best.name, 'it is cheap to test')}"
     if not why:
-        why = RATIONALE.get(move.name, "it has not been explored yet")
+        why = rationale(move.name, "it has not been explored yet")
         why = f"the history has barely touched {move.name}, and {why}"
     first, *coupled = move.changes
     extra = "".join(f" (and {c.constant.name} to {c.new_text})" for c in coupled)

@@ -1,4 +1,12 @@
-"""The constants of train.py the offline researcher knows how to move, and what it says of them."""
+"""The constants of train.py the offline researcher knows: one table, one entry per knob.
+
+Each knob says how its value may move (its Rule), how early to try it, which group the director's
+summary lists it under, why a change might help (one clause, for the director's directives) and
+which words in a paper point at it. Any other `*_LR` constant moves like a learning rate.
+
+Every name here is a top-level constant of the template nanochat/train.py
+(tests/test_offline_knobs.py checks it, with the profiles' train_overrides in nanochat/config.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,11 @@ from dataclasses import dataclass
 
 # -----------------------------------------------------------------------------
 # constants
+
+# Among equally explored constants, cheap and usually fruitful knobs come first (learning rates
+# and schedule), then regularization and batch, then the architecture; seeded order within a tier.
+# The tier is the expected impact in a short fixed-time run, 0 first (a prior, not a rule).
+DEFAULT_PRIORITY = 1
 
 
 @dataclass(frozen=True)
@@ -21,76 +34,91 @@ class Rule:
     fraction_hi: float | None = None  # a float value in (0, hi] is a fraction: stays <= hi
 
 
-RULES: dict[str, Rule] = {
-    "MATRIX_LR": Rule("mul", 1.5),
-    "EMBEDDING_LR": Rule("mul", 1.5),
-    "UNEMBEDDING_LR": Rule("mul", 1.5),
-    "SCALAR_LR": Rule("mul", 1.5),
-    "WEIGHT_DECAY": Rule("mul", 2.0, seed=0.1),
-    "WARMUP_RATIO": Rule("add", 0.05, lo=0.0, hi=0.5),
-    "WARMDOWN_RATIO": Rule("add", 0.2, lo=0.0, hi=1.0),
-    "FINAL_LR_FRAC": Rule("add", 0.05, lo=0.0, hi=1.0),
-    "DEPTH": Rule("add", 1, lo=1),
-    "ASPECT_RATIO": Rule("add", 16, lo=16),
-    "HEAD_DIM": Rule("mul", 2, lo=16, hi=256),
-    "SHORT_WINDOW": Rule("mul", 2, lo=1e-6, fraction_hi=1.0),
-    "TOTAL_BATCH_TOKENS": Rule("mul", 2, lo=1),
-    "WINDOW_PATTERN": Rule("choice", choices=("L", "SL", "SSL", "SSSL")),
+@dataclass(frozen=True)
+class Knob:
+    """One constant of train.py the researcher knows."""
+
+    group: str  # the director's summary lists the knobs by group, in this table's order
+    rule: Rule | None = None  # None: it only moves with another knob (DEVICE_BATCH_SIZE)
+    priority: int = DEFAULT_PRIORITY
+    rationale: str = ""  # why a change might help, one clause
+    keywords: tuple[str, ...] = ()  # words in a paper's title/abstract that point at it
+
+
+KNOBS: dict[str, Knob] = {
+    # the model
+    "DEPTH": Knob("model", Rule("add", 1, lo=1), 3,
+                  "under a fixed time budget the balance between depth and step speed is worth checking",
+                  ("depth", "deeper", "layers")),
+    "ASPECT_RATIO": Knob("model", Rule("add", 16, lo=16), 3,
+                         "width trades capacity against speed under a fixed time budget",
+                         ("width", "wider", "scaling law", "compute-optimal")),
+    "HEAD_DIM": Knob("model", Rule("mul", 2, lo=16, hi=256), 3,
+                     "fewer, larger heads or more, smaller ones change both speed and quality",
+                     ("head dimension", "attention heads", "multi-head")),
+    "WINDOW_PATTERN": Knob("model", Rule("choice", choices=("L", "SL", "SSL", "SSSL")), 3,
+                           "the mix of short and long attention layers trades context for speed",
+                           ("sliding window", "local attention", "long context", "hybrid attention")),
+    "SHORT_WINDOW": Knob("model", Rule("mul", 2, lo=1e-6, fraction_hi=1.0), 3,
+                         "the short attention window trades context for speed",
+                         ("sliding window", "local attention", "window")),
+    # the batch: it sets how many optimizer steps fit in the budget
+    "TOTAL_BATCH_TOKENS": Knob("batch", Rule("mul", 2, lo=1), 0,
+                               "the batch size trades the number of steps against their quality",
+                               ("batch size", "critical batch", "gradient noise")),
+    "DEVICE_BATCH_SIZE": Knob("batch"),  # halved with TOTAL_BATCH_TOKENS when it must (search.couple)
+    # the optimizer: Muon (MATRIX_LR) moves almost all the weights
+    "MATRIX_LR": Knob("optimizer", Rule("mul", 1.5), 0,
+                      "the matrix learning rate sets how fast most of the weights move in a short run",
+                      ("learning rate", "muon", "optimizer", "orthogonal")),
+    "EMBEDDING_LR": Knob("optimizer", Rule("mul", 1.5), 1,
+                         "the embeddings see few updates per token, so their learning rate matters",
+                         ("embedding",)),
+    "UNEMBEDDING_LR": Knob("optimizer", Rule("mul", 1.5), 2,
+                           "the output layer's learning rate shapes the early loss curve",
+                           ("unembedding", "output layer", "logit")),
+    "SCALAR_LR": Knob("optimizer", Rule("mul", 1.5), 2,
+                      "the scalar parameters are cheap to tune and often mis-set",
+                      ("scalar", "gain", "gate")),
+    "WEIGHT_DECAY": Knob("optimizer", Rule("mul", 2.0, seed=0.1), 2,
+                         "regularization interacts with the learning rates in a short run",
+                         ("weight decay", "regulariz")),
+    # the schedule
+    "WARMUP_RATIO": Knob("schedule", Rule("add", 0.05, lo=0.0, hi=0.5), 2,
+                         "the first steps decide whether the fast learning rates are stable",
+                         ("warmup", "warm-up", "stabil")),
+    "WARMDOWN_RATIO": Knob("schedule", Rule("add", 0.2, lo=0.0, hi=1.0), 1,
+                           "how long the learning rate cools down is often worth more than its peak",
+                           ("schedule", "cooldown", "cool-down", "decay phase", "annealing", "warmdown")),
+    "FINAL_LR_FRAC": Knob("schedule", Rule("add", 0.05, lo=0.0, hi=1.0), 2,
+                          "where the schedule ends changes the last, most valuable steps",
+                          ("schedule", "annealing", "final learning rate")),
 }
 LR_RULE = Rule("mul", 1.5)  # any other *_LR constant
 
-# Among equally explored constants, cheap and usually fruitful knobs come first (learning rates
-# and schedule), then regularization and batch, then the architecture; seeded order within a tier.
-PRIORITY = {   # expected impact in a short fixed-time run, most first (a prior, not a rule)
-    "MATRIX_LR": 0,                       # Muon moves almost all the weights
-    "TOTAL_BATCH_TOKENS": 0,              # sets how many optimizer steps fit in the budget
-    "EMBEDDING_LR": 1, "WARMDOWN_RATIO": 1,
-    "UNEMBEDDING_LR": 2, "SCALAR_LR": 2, "WARMUP_RATIO": 2, "FINAL_LR_FRAC": 2, "WEIGHT_DECAY": 2,
-    "DEPTH": 3, "ASPECT_RATIO": 3, "HEAD_DIM": 3, "WINDOW_PATTERN": 3, "SHORT_WINDOW": 3,
-}
-
-# Why a change might help, for the director's directives (one clause each).
-RATIONALE = {
-    "MATRIX_LR": "the matrix learning rate sets how fast most of the weights move in a short run",
-    "EMBEDDING_LR": "the embeddings see few updates per token, so their learning rate matters",
-    "UNEMBEDDING_LR": "the output layer's learning rate shapes the early loss curve",
-    "SCALAR_LR": "the scalar parameters are cheap to tune and often mis-set",
-    "WEIGHT_DECAY": "regularization interacts with the learning rates in a short run",
-    "WARMUP_RATIO": "the first steps decide whether the fast learning rates are stable",
-    "WARMDOWN_RATIO": "how long the learning rate cools down is often worth more than its peak",
-    "FINAL_LR_FRAC": "where the schedule ends changes the last, most valuable steps",
-    "DEPTH": "under a fixed time budget the balance between depth and step speed is worth checking",
-    "ASPECT_RATIO": "width trades capacity against speed under a fixed time budget",
-    "HEAD_DIM": "fewer, larger heads or more, smaller ones change both speed and quality",
-    "SHORT_WINDOW": "the short attention window trades context for speed",
-    "TOTAL_BATCH_TOKENS": "the batch size trades the number of steps against their quality",
-    "WINDOW_PATTERN": "the mix of short and long attention layers trades context for speed",
-}
-# Words in a paper's title/abstract that point at a constant (the director takes only the idea).
-PAPER_KEYWORDS = {
-    "MATRIX_LR": ("learning rate", "muon", "optimizer", "orthogonal"),
-    "EMBEDDING_LR": ("embedding",),
-    "UNEMBEDDING_LR": ("unembedding", "output layer", "logit"),
-    "SCALAR_LR": ("scalar", "gain", "gate"),
-    "WEIGHT_DECAY": ("weight decay", "regulariz"),
-    "WARMUP_RATIO": ("warmup", "warm-up", "stabil"),
-    "WARMDOWN_RATIO": ("schedule", "cooldown", "cool-down", "decay phase", "annealing", "warmdown"),
-    "FINAL_LR_FRAC": ("schedule", "annealing", "final learning rate"),
-    "DEPTH": ("depth", "deeper", "layers"),
-    "ASPECT_RATIO": ("width", "wider", "scaling law", "compute-optimal"),
-    "HEAD_DIM": ("head dimension", "attention heads", "multi-head"),
-    "SHORT_WINDOW": ("sliding window", "local attention", "window"),
-    "TOTAL_BATCH_TOKENS": ("batch size", "critical batch", "gradient noise"),
-    "WINDOW_PATTERN": ("sliding window", "local attention", "long context", "hybrid attention"),
-}
-GROUPS = [
-    ("model", ("DEPTH", "ASPECT_RATIO", "HEAD_DIM", "WINDOW_PATTERN", "SHORT_WINDOW")),
-    ("batch", ("TOTAL_BATCH_TOKENS", "DEVICE_BATCH_SIZE")),
-    ("optimizer", ("MATRIX_LR", "EMBEDDING_LR", "UNEMBEDDING_LR", "SCALAR_LR", "WEIGHT_DECAY")),
-    ("schedule", ("WARMUP_RATIO", "WARMDOWN_RATIO", "FINAL_LR_FRAC")),
+# The summary's groups: (title, names) in the table's order.
+GROUPS: list[tuple[str, tuple[str, ...]]] = [
+    (group, tuple(name for name, k in KNOBS.items() if k.group == group))
+    for group in dict.fromkeys(k.group for k in KNOBS.values())
 ]
 
 
+# -----------------------------------------------------------------------------
+# lookups (a name outside the table gets the defaults)
+
 
 def rule_for(name: str) -> Rule | None:
-    return RULES.get(name) or (LR_RULE if name.endswith("_LR") else None)
+    knob = KNOBS.get(name)
+    return (knob.rule if knob else None) or (LR_RULE if name.endswith("_LR") else None)
+
+
+def priority(name: str) -> int:
+    return KNOBS[name].priority if name in KNOBS else DEFAULT_PRIORITY
+
+
+def rationale(name: str, default: str) -> str:
+    return KNOBS[name].rationale if name in KNOBS and KNOBS[name].rationale else default
+
+
+def keywords(name: str) -> tuple[str, ...]:
+    return KNOBS[name].keywords if name in KNOBS else ()

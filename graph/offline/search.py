@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from graph.offline.constants import Constant, Value, canonical, format_value, literal_value, parse_constants
-from graph.offline.knobs import PRIORITY, Rule, rule_for
+from graph.offline.knobs import Rule, priority, rule_for
 from graph.offline.patterns import history_entries, patch_block, patch_blocks
 
 # -----------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def plan(constants: dict[str, Constant], history: Sequence[Past], exclude: Itera
     rank = {name: i for i, name in enumerate(names)}
     rest = [m for m in moves if m.key not in {f.key for f in first}]
     rng.shuffle(rest)
-    rest.sort(key=lambda m: (is_opposite(m), counts[m.name], PRIORITY.get(m.name, 1), rank[m.name]))
+    rest.sort(key=lambda m: (is_opposite(m), counts[m.name], priority(m.name), rank[m.name]))
     rest = [Move(m.changes, m.direction, _rotation_reason(m, counts, is_opposite(m))) for m in rest]
     return first + rest
 
