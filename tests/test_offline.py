@@ -36,7 +36,10 @@ def apply_patch_text(text: str, patch: str) -> str:
 
 
 def numbered(text: str) -> str:
-    return "\n".join(f"{i:>6}| {line}" for i, line in enumerate(text.splitlines(), 1))
+    """What read_file answers (test_offline_patterns checks the real tool against patterns.py)."""
+    lines = text.splitlines()
+    return "\n".join([f"train.py (lines 1-{len(lines)} of {len(lines)})"]
+                     + [f"{i:6d}\t{line}" for i, line in enumerate(lines, 1)])
 
 
 def history_table(rows: list[tuple[str, str]]) -> str:
@@ -377,3 +380,4 @@ def test_director_without_markers_and_unknown_steps():
     assert director.invoke("Write one directive.\n## Current train.py\nDEPTH = 8\n").content.startswith(
         "I think you could try setting DEPTH to")
     assert "nothing to add" in director.invoke("<!-- step: pick-paper -->\nWhich paper?").content
+

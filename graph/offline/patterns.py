@@ -25,7 +25,9 @@ TENTATIVE = "I think you could try"
 SEARCH, DIVIDER, REPLACE = "<<<<<<< SEARCH", "=======", ">>>>>>> REPLACE"
 PATCH_BLOCK = re.compile(rf"{re.escape(SEARCH)}\n(.*?)\n{DIVIDER}\n(.*?)\n{re.escape(REPLACE)}", re.S)
 
-NUMBERED = re.compile(r"^\s*\d+(?:\| ?|\t)(.*)$")   # read_file's "  12\tcode" (or "12| code")
+# read_file (tools/workspace.py numbered_lines): a header line, then `{n:6d}\t{line}` like `cat -n`
+# (prompts/agent_system.md shows the agent the same format).
+NUMBERED = re.compile(r"^ *\d+\t(.*)$")
 
 # A tool's answer that says it did not work. apply_patch and read_file answer "Error: ..."; the
 # other words are for tools of other shapes (a test double, an MCP server), which say it their way.
@@ -61,7 +63,7 @@ LEANS_DOWN = re.compile(r"\b(decreas|lower|reduc|smaller|less|halv|shorter|shall
 
 
 def file_text(read_result: str) -> str:
-    """Undo read_file's numbering (`   12| DEPTH = 8` -> `DEPTH = 8`)."""
+    """Undo read_file's numbering (`    12\tDEPTH = 8` -> `DEPTH = 8`; the header line goes)."""
     lines = read_result.splitlines()
     numbered = [NUMBERED.match(ln) for ln in lines]
     if lines and sum(m is not None for m in numbered) >= len(lines) / 2:
