@@ -381,3 +381,23 @@ def test_director_without_markers_and_unknown_steps():
         "I think you could try setting DEPTH to")
     assert "nothing to add" in director.invoke("<!-- step: pick-paper -->\nWhich paper?").content
 
+
+# -----------------------------------------------------------------------------
+# the package
+
+
+def test_the_search_policy_is_pure_python():
+    """constants, knobs, search, directive and patterns import only the standard library and each
+    other: the search can be tested and reused without LangChain."""
+    import ast
+    import sys
+
+    pure = {"constants", "knobs", "search", "directive", "patterns"}
+    folder = Path(__file__).resolve().parent.parent / "graph" / "offline"
+    for name in sorted(pure):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        imported += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        foreign = [m for m in imported if m.split(".")[0] not in sys.stdlib_module_names | {"__future__"}
+                   and m not in {f"graph.offline.{p}" for p in pure}]
+        assert foreign == [], f"{name}.py imports {foreign}"
