@@ -6,14 +6,9 @@ from pathlib import Path
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 
-from graph.offline import (
-    NO_EXPERIMENT_LEFT,
-    OFFLINE_LABEL,
-    OfflineDirector,
-    OfflineResearcher,
-    parse_constants,
-    parse_history,
-)
+from graph.offline import OFFLINE_LABEL, OfflineDirector, OfflineResearcher, parse_history
+from graph.offline.constants import parse_constants
+from graph.offline.models import NO_EXPERIMENT_LEFT
 from graph.prompts import directive_section, render_prompt
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "train.py").read_text()

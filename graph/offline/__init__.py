@@ -9,10 +9,8 @@ models.py     RuleBasedChat and OfflineResearcher (LangChain chat models)
 director.py   OfflineDirector
 """
 
-from graph.offline.constants import parse_constants
 from graph.offline.director import DIRECTOR_LABEL, OfflineDirector
-from graph.offline.models import NO_EXPERIMENT_LEFT, OFFLINE_LABEL, OfflineResearcher, RuleBasedChat
+from graph.offline.models import OFFLINE_LABEL, OfflineResearcher
 from graph.offline.search import parse_history
 
-__all__ = ["DIRECTOR_LABEL", "NO_EXPERIMENT_LEFT", "OFFLINE_LABEL", "OfflineDirector", "OfflineResearcher",
-           "RuleBasedChat", "parse_constants", "parse_history"]
+__all__ = ["DIRECTOR_LABEL", "OFFLINE_LABEL", "OfflineDirector", "OfflineResearcher", "parse_history"]
