@@ -6,14 +6,9 @@ from pathlib import Path
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 
-from graph.offline import (
-    NO_EXPERIMENT_LEFT,
-    OFFLINE_LABEL,
-    OfflineDirector,
-    OfflineResearcher,
-    parse_constants,
-    parse_history,
-)
+from graph.offline import OFFLINE_LABEL, OfflineDirector, OfflineResearcher, parse_history
+from graph.offline.constants import parse_constants
+from graph.offline.models import NO_EXPERIMENT_LEFT
 from graph.prompts import directive_section, render_prompt
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "train.py").read_text()
@@ -36,7 +31,10 @@ def apply_patch_text(text: str, patch: str) -> str:
 
 
 def numbered(text: str) -> str:
-    return "\n".join(f"{i:>6}| {line}" for i, line in enumerate(text.splitlines(), 1))
+    """What read_file answers (test_offline_patterns checks the real tool against patterns.py)."""
+    lines = text.splitlines()
+    return "\n".join([f"train.py (lines 1-{len(lines)} of {len(lines)})"]
+                     + [f"{i:6d}\t{line}" for i, line in enumerate(lines, 1)])
 
 
 def history_table(rows: list[tuple[str, str]]) -> str:
@@ -377,3 +375,24 @@ def test_director_without_markers_and_unknown_steps():
     assert director.invoke("Write one directive.\n## Current train.py\nDEPTH = 8\n").content.startswith(
         "I think you could try setting DEPTH to")
     assert "nothing to add" in director.invoke("<!-- step: pick-paper -->\nWhich paper?").content
+
+
+# -----------------------------------------------------------------------------
+# the package
+
+
+def test_the_search_policy_is_pure_python():
+    """constants, knobs, search, directive and patterns import only the standard library and each
+    other: the search can be tested and reused without LangChain."""
+    import ast
+    import sys
+
+    pure = {"constants", "knobs", "search", "directive", "patterns"}
+    folder = Path(__file__).resolve().parent.parent / "graph" / "offline"
+    for name in sorted(pure):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        imported += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        foreign = [m for m in imported if m.split(".")[0] not in sys.stdlib_module_names | {"__future__"}
+                   and m not in {f"graph.offline.{p}" for p in pure}]
+        assert foreign == [], f"{name}.py imports {foreign}"
