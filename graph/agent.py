@@ -19,7 +19,7 @@ from langchain_core.runnables import RunnableConfig
 from graph import noise, results
 from graph.campaign import Campaign
 from graph.llm import LLMUnavailable, invoke_with_retry
-from graph.prompts import directive_section, message_text, render_prompt
+from graph.prompts import AGENT_SYSTEM, AGENT_TASK, directive_section, message_text, render_prompt
 from graph.state import CampaignState, Outcome
 from tools import RunResult
 from tools.redact import clip_for_model
@@ -46,8 +46,8 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
         "directive_section": directive_section(directive, s.prompts_dir),
         "max_agent_steps": s.max_agent_steps,
     }
-    messages = [SystemMessage(render_prompt("agent_system", {}, s.prompts_dir)),
-                HumanMessage(render_prompt("agent_task", values, s.prompts_dir))]
+    messages = [SystemMessage(render_prompt(AGENT_SYSTEM, {}, s.prompts_dir)),
+                HumanMessage(render_prompt(AGENT_TASK, values, s.prompts_dir))]
     model = c.models.agent.bind_tools(list(tools.values()))
     outcome: Outcome = {"directive": directive, "agent_choice": "", "run": None, "description": ""}
     steps = 0

@@ -33,7 +33,7 @@ from graph.llm import LLMUnavailable, Models, describe_error, invoke_with_retry
 from graph.offline import OfflineDirector
 from graph.papers import PaperCache, PaperSource, arxiv_search, default_cache_dir, fetch_random_paper
 from graph.tracing import annotate
-from graph.prompts import message_text, render_prompt
+from graph.prompts import DIRECTOR_DIRECTIVE, DIRECTOR_SUMMARIZE, message_text, render_prompt
 from graph.state import CampaignState
 from tools.redact import Redactor
 from tools.workspace import Workspace, git
@@ -41,8 +41,6 @@ from tools.workspace import Workspace, git
 # -----------------------------------------------------------------------------
 # constants
 
-SUMMARIZE_PROMPT = "director_summarize"
-DIRECTIVE_PROMPT = "director_directive"
 SUMMARY_CHARS = 4000       # the summary goes into every directive prompt: keep it compact
 DIRECTIVE_CHARS = 1200     # the prompt asks for three sentences; this only stops a runaway answer
 SHORT_CHARS = 120          # results.tsv's directive column: the first sentence, at most this long
@@ -103,7 +101,7 @@ class Director:
         source = self.best_train_py()
         key = hashlib.sha256(source.encode()).hexdigest()
         if key not in self._summaries:
-            prompt = render_prompt(SUMMARIZE_PROMPT, {"train_py": source}, self.settings.prompts_dir)
+            prompt = render_prompt(DIRECTOR_SUMMARIZE, {"train_py": source}, self.settings.prompts_dir)
             text, _ = self.ask(self.models.director, prompt, "summarize", config)
             self._summaries[key] = results.clip(text, SUMMARY_CHARS)
         return {"code_summary": self._summaries[key]}
@@ -124,7 +122,7 @@ class Director:
             "stall": stall_text(state, self.results_path),
             "paper": paper_text(paper),
         }
-        prompt = render_prompt(DIRECTIVE_PROMPT, values, self.settings.prompts_dir)
+        prompt = render_prompt(DIRECTOR_DIRECTIVE, values, self.settings.prompts_dir)
         text, fallback = self.ask(self.models.reasoner, prompt, "directive", config)
         directive = clean_directive(text, paper)
         short = short_form(directive)

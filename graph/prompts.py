@@ -26,12 +26,13 @@ import prompts as _prompts_package
 PACKAGED_DIR = Path(_prompts_package.__file__).resolve().parent
 SUFFIX = ".md"
 
-# The prompt files the graph uses, and the placeholders each packaged template expects.
-AGENT_SYSTEM = "agent_system.md"
-AGENT_TASK = "agent_task.md"
-AGENT_DIRECTIVE = "agent_directive.md"
-DIRECTOR_SUMMARIZE = "director_summarize.md"
-DIRECTOR_DIRECTIVE = "director_directive.md"
+# The prompts the graph uses, by name (the file is the name + SUFFIX), and the placeholders each
+# packaged template expects.
+AGENT_SYSTEM = "agent_system"
+AGENT_TASK = "agent_task"
+AGENT_DIRECTIVE = "agent_directive"
+DIRECTOR_SUMMARIZE = "director_summarize"
+DIRECTOR_DIRECTIVE = "director_directive"
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     AGENT_SYSTEM: (),
     AGENT_TASK: (
