@@ -33,7 +33,7 @@ DESCRIPTION_CHARS = 200
 def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
               config: RunnableConfig | None = None) -> Outcome:
     s = c.settings
-    tools = {t.name: t for t in c.tools(seed=c.seed(iteration, 1))}
+    tools = {t.name: t for t in c.tools(seed=c.seed(iteration, 1), iteration=iteration)}
     now = noise.standing(results.rows(c.results_path))
     values = {
         "iteration": iteration,

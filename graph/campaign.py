@@ -95,11 +95,13 @@ class Campaign:
     def seed(self, iteration: int, run: int) -> int:
         return noise.run_seed(self.settings.campaign, iteration, run)
 
-    def tools(self, seed: int):
+    def tools(self, seed: int, iteration: int | None = None):
+        """The agent's four tools; with `iteration`, its runs' logs are logs/iter-NNNNN-agent-K.log."""
         return make_tools(self.workspace, results_path=self.results_path, logs_dir=self.logs_dir,
                           gpu=self.settings.gpu, on_progress=self.on_progress, prestart=self.settings.prestart,
                           redactor=self.redactor, unsafe=self.settings.unsafe_no_sandbox, seed=seed,
-                          history=lambda: results.history_table(self.results_path))
+                          history=lambda: results.history_table(self.results_path),
+                          run_name=None if iteration is None else agent_run_name(iteration))
 
     def train(self, run_name: str, seed: int, baseline: bool = False) -> RunResult:
         """A run outside the agent's loop: the baseline's (the first one's compile caches seed every
@@ -111,6 +113,12 @@ class Campaign:
 
     def rows(self, iteration: int) -> list:
         return [r for r in results.rows(self.results_path) if r.iteration == iteration]
+
+
+def agent_run_name(iteration: int) -> str:
+    """The agent's runs in an iteration: `<this>-1`, `<this>-2`, ... (the baseline's and the
+    confirmations' are iter-00000-baseline-K and iter-NNNNN-run-K): logs sort by iteration."""
+    return f"iter-{iteration:05d}-agent"
 
 
 def open_campaign(settings: Settings, models: Models,

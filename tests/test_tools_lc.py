@@ -101,3 +101,24 @@ def test_read_metrics_without_results(tmp_path):
     ws = make_workspace(tmp_path, train_py=SAMPLE_TRAIN)
     [*_, read_metrics] = make_tools(ws, logs_dir=tmp_path / "logs")
     assert read_metrics.invoke({}) == "No training run yet: call run_training.\n\nNo experiments recorded yet."
+
+
+def test_the_agents_runs_are_named_by_iteration(tmp_path, monkeypatch):
+    """Campaign.tools(seed, iteration) names the k-th run_training call's log iter-NNNNN-agent-k."""
+    from types import SimpleNamespace
+    from graph.campaign import Campaign
+    from tools import lc_tools
+    names = []
+    monkeypatch.setattr(lc_tools, "run_training",
+                        lambda ws, **kw: names.append(kw["run_name"]) or RunResult("crash", "no"))
+    ws = make_workspace(tmp_path)
+    campaign = SimpleNamespace(workspace=ws, results_path=tmp_path / "results.tsv", logs_dir=tmp_path / "logs",
+                               settings=SimpleNamespace(gpu=None, prestart=False, unsafe_no_sandbox=False),
+                               on_progress=None, redactor=None)
+    tools = {t.name: t for t in Campaign.tools(campaign, seed=1, iteration=3)}
+    for k in (1, 2):
+        tools["run_training"].invoke({"type": "tool_call", "name": "run_training", "args": {}, "id": f"c{k}"})
+    assert names == ["iter-00003-agent-1", "iter-00003-agent-2"]
+    [*_, untitled, _] = make_tools(ws, logs_dir=tmp_path / "logs")     # no iteration: the supervisor's default
+    untitled.invoke({"type": "tool_call", "name": "run_training", "args": {}, "id": "c3"})
+    assert names[-1] is None

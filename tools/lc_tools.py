@@ -31,7 +31,7 @@ READ_FILE_DESCRIPTION = f"""Show a file with numbered lines (number, tab, text).
 never copy them into a patch.
 Readable files: 'train.py' (the training script you edit), 'harness.json' (this campaign's pinned settings:
 profile, data, time budget), 'prepare.py' (the frozen harness: data, tokenizer, evaluation; read-only) and
-the run logs under 'logs/' (e.g. 'logs/run-20250101-120000.log'; 'logs' lists them).
+the run logs under 'logs/' (e.g. 'logs/iter-00003-agent-1.log'; 'logs' lists them).
 At most {PAGE_LINES} lines are shown per call; the answer says how to read on."""
 
 APPLY_PATCH_DESCRIPTION = f"""Edit train.py (the only editable file). Send either
@@ -112,12 +112,14 @@ def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, w
                python: str = sys.executable, on_progress=None, prestart: bool = False,
                redactor: Redactor | None = None, output_chars: int = MODEL_OUTPUT_CHARS,
                unsafe: bool = False, seed: int = DEFAULT_SEED,
-               history: Callable[[], str] | None = None) -> list[StructuredTool]:
+               history: Callable[[], str] | None = None, run_name: str | None = None) -> list[StructuredTool]:
     """[read_file, apply_patch, run_training, read_metrics] bound to one campaign: its workspace,
     its results.tsv (optional), the run's logs/ directory, its GPU and wall limit. Every
     run_training call trains with H.seed = `seed`, so the agent's own runs in one experiment
     compare edits, not seeds. read_metrics shows the last run and `history()`, the campaign's
     experiments as its owner formats them (the tools know no results format).
+    With `run_name` (the campaign's `iter-00003-agent`), the k-th run_training call's log is
+    `logs/<run_name>-<k>.log`; without it, the supervisor names it by the time.
 
     Each answer goes through `redactor` (the campaign's; none: only clipped) as the model sees text,
     then is clipped to `output_chars` characters."""
@@ -140,10 +142,15 @@ def make_tools(workspace: Workspace, *, results_path=None, logs_dir, gpu=None, w
         except PatchError as err:
             return for_model(f"Error: {err}")
 
+    calls = 0
+
     def run_training_tool() -> tuple[str, RunResult]:
+        nonlocal calls
+        calls += 1
         result = run_training(workspace, logs_dir=logs_dir, gpu=gpu, wall_limit=wall_limit, python=python,
                               on_progress=on_progress, prestart=prestart, results_path=results_path,
-                              redact=redactor.text if redactor else None, unsafe=unsafe, seed=seed)
+                              redact=redactor.text if redactor else None, unsafe=unsafe, seed=seed,
+                              run_name=f"{run_name}-{calls}" if run_name else None)
         return for_model(result.to_text(LOGS_MOUNT)), result
 
     def read_metrics() -> str:
