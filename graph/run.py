@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from graph import results
+from graph.status import StatusFile
 from graph.campaign import CHECKPOINT_DB, Campaign, CampaignError, open_campaign, resume_input
 from graph.configuration import Settings, parse_settings
 from graph.graph import build_graph
@@ -149,7 +150,14 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
 
     ui = LiveUI(campaign)
     redactor = campaign.redactor
-    campaign.on_event.handler = lambda kind, data: ui.event(kind, redactor(data))   # the console: no secret either
+    status = StatusFile(campaign.run_dir, settings.campaign, settings.max_iterations, settings.max_hours,
+                        settings.plateau_patience)     # for python -m graph.status
+
+    def on_event(kind: str, data: dict) -> None:      # the console and status.json: no secret either
+        data = redactor(data)
+        status.event(kind, data)
+        ui.event(kind, data)
+    campaign.on_event.handler = on_event
     campaign.on_progress = ui.training_line
     if handle_sigint:
         install_sigint(campaign)
@@ -159,10 +167,12 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
     tracing = start_tracing(campaign)       # traces.jsonl in the run dir, and LangSmith when enabled
     console.print(f"[dim]traces: {tracing.describe()}[/]")
     cfg = {"configurable": {"thread_id": "campaign"}, "recursion_limit": RECURSION_LIMIT, **tracing.config()}
+    final = None
     try:
         with ui:
             final = graph.invoke(resume_input(campaign, graph, cfg, log=dim), cfg)
     finally:
+        status.end((final.get("stop_reason") or "done") if final is not None else "aborted (an error or Ctrl-C twice)")
         discard_spare()                     # the pre-started process waiting for a next run
         conn.close()
         tracing.close()
