@@ -8,7 +8,6 @@ researcher); with a key and a GPU it runs the real thing until stopped (--max-it
 
 from __future__ import annotations
 
-import re
 import signal
 import sqlite3
 import sys
@@ -22,7 +21,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from graph import results
-from graph.status import StatusFile
+from graph.status import StatusFile, parse_step
 from graph.campaign import CHECKPOINT_DB, Campaign, CampaignError, open_campaign, resume_input
 from graph.configuration import Settings, parse_settings
 from graph.graph import build_graph
@@ -37,23 +36,30 @@ from tools.workspace import TamperError, WorkspaceError
 
 DEMO_ITERATIONS = 4          # offline with no stop condition given: a demo of a few minutes
 RECURSION_LIMIT = 10**7      # the loop is bounded by its stop conditions, not by LangGraph
-STEP_RE = re.compile(r"^step \d+ \|\s*([\d.]+)%")
+PLAIN_EVERY_PCT = 10         # without a terminal: a progress line per this much of a run's budget ...
+PLAIN_EVERY_S = 30.0         # ... or per this many seconds, whichever comes first
 
 console = Console()
 STATUS_COLOURS = {"keep": "green", "discard": "yellow", "crash": "red", "measure": "cyan"}
 
 
 class LiveUI:
-    """Rich progress: one line per event, a bar while training, a summary table at the end."""
+    """Rich progress: one line per event, a bar while training, a summary table at the end.
+    When the console is not a terminal (nohup, a pipe), no bar: a plain line at most every
+    PLAIN_EVERY_PCT percent of a run's budget or PLAIN_EVERY_S seconds."""
 
-    def __init__(self, campaign: Campaign):
+    def __init__(self, campaign: Campaign, out: Console | None = None):
         self.c = campaign
+        self.console = out or console
+        self.plain = not self.console.is_terminal
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                                 TimeElapsedColumn(), console=console, transient=True)
+                                 TimeElapsedColumn(), console=self.console, transient=True,
+                                 disable=self.plain)
         self.task = None
         self.best = None
         self.stall = 0
         self.iteration = 0
+        self.shown = (-1, 0.0)     # plain mode: the last progress line's (tenth of the budget, time)
 
     def __enter__(self):
         self.progress.start()
@@ -74,6 +80,9 @@ class LiveUI:
                 p.remove_task(self.task)
             total = 100 if data["phase"].startswith(("training", "baseline training", "confirming")) else None
             self.task = p.add_task(self.status(data["phase"]), total=total)
+            self.shown = (-1, 0.0)
+            if self.plain:
+                p.console.print(self.status(data["phase"]), highlight=False)
         elif kind == "recorded":
             refresh_report(self.c.run_dir)
             colour = STATUS_COLOURS.get(data["status"], "white")
@@ -101,9 +110,18 @@ class LiveUI:
             p.console.print(f"[red]{data['message']}")
 
     def training_line(self, line: str) -> None:
-        m = STEP_RE.match(line)
-        if m and self.task is not None:
-            self.progress.update(self.task, completed=float(m.group(1)))
+        step = parse_step(line)
+        if step is None or self.task is None:
+            return
+        n, pct, loss = step
+        if not self.plain:
+            self.progress.update(self.task, completed=pct)
+            return
+        tenth, now = int(pct // PLAIN_EVERY_PCT), time.monotonic()
+        if tenth > self.shown[0] or now - self.shown[1] >= PLAIN_EVERY_S:
+            self.shown = (tenth, now)
+            loss_text = f", loss {loss:.2f}" if loss is not None else ""
+            self.console.print(f"  training {pct:.0f}% (step {n}{loss_text})", highlight=False)
 
 
 def refresh_report(run_dir: Path) -> dict | None:

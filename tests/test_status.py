@@ -1,12 +1,17 @@
-"""graph/status.py (`python -m graph.status`): a campaign's state from its files alone."""
+"""graph/status.py (`python -m graph.status`): a campaign's state from its files alone; and
+graph/run.py's LiveUI without a terminal (plain progress lines)."""
 
+import io
 import json
 import os
 import time
+from types import SimpleNamespace
 
 import pytest
+from rich.console import Console
 
 from graph import results, status
+from graph.run import LiveUI
 from nanochat.config import HarnessConfig
 
 STEP = "step {:05d} | {:5.1f}% | loss {:.4f} | lr x1.00 | dt 158.3ms | 1,234 tok/s"
@@ -111,3 +116,24 @@ def test_status_file_is_replaced_atomically(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "status.json").read_text())["phase"] == "agent thinking"
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
 
+
+def test_without_a_terminal_training_progress_is_plain_lines(tmp_path, monkeypatch):
+    buf = io.StringIO()
+    ui = LiveUI(SimpleNamespace(run_dir=tmp_path), out=Console(file=buf, force_terminal=False, width=200))
+    clock = [1000.0]
+    monkeypatch.setattr("graph.run.time.monotonic", lambda: clock[0])
+    with ui:
+        ui.event("phase", {"iteration": 3, "phase": "training"})
+        for n in range(1, 201):       # 0.5% a step, 0.1 s a step
+            clock[0] += 0.1
+            ui.training_line(STEP.format(n, n / 2, 4 - n / 100))
+        ui.training_line("not a step line")
+        clock[0] += 31                # a slow stretch: a line every 30 s even within one tenth
+        ui.training_line(STEP.format(201, 100.0, 1.99))
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "iter 3 | training | best - | stall 0"
+    progress = [line for line in lines if line.startswith("  training ")]
+    assert progress[:3] == ["  training 0% (step 1, loss 3.99)", "  training 10% (step 20, loss 3.80)",
+                            "  training 20% (step 40, loss 3.60)"]
+    assert len(progress) == 12 and progress[-1] == "  training 100% (step 201, loss 1.99)"
+    assert "\x1b" not in buf.getvalue()
