@@ -1,6 +1,7 @@
 """The campaign engine: full CPU campaigns driven by scripted models, over HTTP, resumed after kill -9."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -115,6 +116,11 @@ def test_scripted_campaign_records_every_experiment(tmp_path, cpu_data):
     task = agent.seen[-1][1].content
     assert "MATRIX_LR 0.03" in task and f"{kept[-1].val_bpb:.6f}" in task
     assert (settings.runs_dir / "t" / "report.md").exists() and (settings.runs_dir / "t" / "progress.png").exists()
+    # the agent's runs are logged by iteration; status.json says how the campaign ended
+    logs = sorted(p.name for p in (settings.runs_dir / "t" / "logs").glob("*.log"))
+    assert logs == ["iter-00000-baseline-1.log", "iter-00001-agent-1.log", "iter-00003-agent-1.log"], logs
+    state = json.loads((settings.runs_dir / "t" / "status.json").read_text())
+    assert state["ended"] and state["stop_reason"] == "reached --max-iterations 3" and state["iteration"] == 3
 
 
 @pytest.mark.slow
