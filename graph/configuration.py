@@ -120,7 +120,7 @@ class Settings(BaseSettings):
         None, description="GPU to train on, exported as CUDA_VISIBLE_DEVICES (e.g. 0); None: as visible"
     )
     prestart: bool = Field(
-        True, description="start the next training process (imports, CUDA, compiler) while the agent thinks"
+        True, description="start the next training process (imports; on a GPU, CUDA and the compiler) while the agent thinks"
     )
     unsafe_no_sandbox: bool = Field(
         False, description="run train.py WITHOUT the bubblewrap sandbox (where none can be set up): it can then "
