@@ -355,3 +355,13 @@ def test_a_finished_campaign_can_be_extended_with_resume(tmp_path, cpu_data):
     final = run_campaign(settings.model_copy(update={"resume": True, "max_iterations": 5}), models)
     assert final["stop_reason"] == "STOP file found in the run dir"
     assert [r.iteration for r in tsv(settings)] == [0, 1, 2, 3]
+
+
+def test_a_cpu_campaign_says_at_the_start_that_its_verdicts_are_noisy():
+    from graph.run import describe_harness
+    from nanochat.config import HarnessConfig
+    cpu = describe_harness(HarnessConfig(profile="cpu", data="builtin"))
+    assert cpu[0] == "harness: profile cpu, data builtin, 15s per run on the CPU (no GPU)"
+    assert len(cpu) == 2 and "noisy" in cpu[1] and "0.024 bpb" in cpu[1] and "not research results" in cpu[1]
+    assert describe_harness(HarnessConfig(profile="h100", data="climbmix")) == \
+        ["harness: profile h100, data climbmix, 300s per run"]
