@@ -38,7 +38,7 @@ def warm_up() -> bool:
     import torch
     import torch._dynamo  # noqa: F401  (what torch.compile and create_block_mask import on first use)
     import torch._inductor.compile_fx  # noqa: F401
-    from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
+    import torch.nn.attention.flex_attention  # noqa: F401  (create_block_mask, imported on first use)
     if device == "cpu" or not torch.cuda.is_available():
         return False
     torch.cuda.init()
