@@ -139,6 +139,7 @@ def open_campaign(settings: Settings, models: Models,
                                 "from its own best code (drop --train, or start a new --campaign)")
         if not ws_dir.exists():
             raise CampaignError(f"nothing to resume: {run_dir} holds no campaign (no {WORKSPACE_DIR}/)")
+        refuse_harness_changes(settings, HarnessConfig.read(ws_dir / HARNESS_FILE))
         killed = kill_stale_runs(run_dir)
         if killed:
             log(f"stopped {len(killed)} training process(es) left over from before: {killed}")
@@ -158,6 +159,37 @@ def open_campaign(settings: Settings, models: Models,
     campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace)
     campaign.add_director()
     return campaign, settings.resume
+
+
+HARNESS_FLAGS = ("profile", "time_budget", "data")   # the settings a campaign pins in harness.json
+
+
+def harness_changes(settings: Settings, pinned: HarnessConfig) -> list[str]:
+    """The harness flags given explicitly (command line, environment, .env) that differ from the
+    campaign's pin, as `--flag VALUE`. A flag left at its default changes nothing: the pin rules."""
+    def same(flag: str) -> bool:
+        given = getattr(settings, flag)
+        if flag == "time_budget":
+            return given == pinned.budget
+        if flag == "data":
+            return given == pinned.data or Path(given).expanduser().resolve() == Path(pinned.data).expanduser().resolve()
+        return given == getattr(pinned, flag)
+    return [f"--{flag.replace('_', '-')} {getattr(settings, flag):g}" if flag == "time_budget"
+            else f"--{flag.replace('_', '-')} {getattr(settings, flag)}"
+            for flag in HARNESS_FLAGS
+            if flag in settings.model_fields_set and getattr(settings, flag) is not None and not same(flag)]
+
+
+def refuse_harness_changes(settings: Settings, pinned: HarnessConfig) -> None:
+    """A resumed campaign runs the harness it was started with (a val_bpb means nothing across
+    harnesses): a harness flag asking for another one is refused, not silently ignored."""
+    changes = harness_changes(settings, pinned)
+    if changes:
+        raise CampaignError(
+            f"campaign {settings.campaign!r} is pinned to profile {pinned.profile}, data {pinned.data}, "
+            f"{pinned.budget:g}s per run ({WORKSPACE_DIR}/{HARNESS_FILE}), and a campaign's harness never changes; "
+            f"{', '.join(changes)} asks for another. Resume without {'it' if len(changes) == 1 else 'them'}, or "
+            f"start a new campaign with it: python -m graph.run --campaign NEW_NAME {' '.join(changes)}")
 
 
 def read_train_py(path: Path) -> str:

@@ -9,12 +9,13 @@ or `settings.model_dump()` (and so never a log, a checkpoint or a report).
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, CliApp, CliSettingsSource, SettingsConfigDict
 
 # -----------------------------------------------------------------------------
 # constants
@@ -22,6 +23,9 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 PROG = "python -m graph.run"
 ENV_PREFIX = "AUTORESEARCH_"
 ENV_FILE = ".env"
+
+# a campaign name is one plain folder under --runs-dir: no path separator, no "..", not hidden
+CAMPAIGN_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 DEFAULT_ARXIV_TERMS = [
     "language model pretraining",
@@ -41,6 +45,10 @@ DEFAULT_ARXIV_CATEGORIES = ["cs.LG", "cs.CL", "cs.AI", "stat.ML", "cs.NE"]
 def date_tag() -> str:
     """The default campaign name: the local start time, e.g. 2026-11-24-2130."""
     return datetime.now().strftime("%Y-%m-%d-%H%M")
+
+
+# what --help says about a default computed at start-up (pydantic-settings would name the factory)
+HELP_DEFAULTS = {"campaign": "the date and time, e.g. 2026-11-30-0605"}
 
 
 # -----------------------------------------------------------------------------
@@ -85,7 +93,8 @@ class Settings(BaseSettings):
     # --- the campaign
     campaign: str = Field(
         default_factory=date_tag,
-        description="campaign name, a folder under --runs-dir; default: the start time, YYYY-MM-DD-HHMM",
+        description="campaign name, a folder under --runs-dir: letters, digits, '.', '_', '-' (not first: '.', "
+                    "'-'), at most 100 characters",
     )
     runs_dir: Path = Field(Path("runs"), description="where campaigns live")
     resume: bool = Field(False, description="continue the campaign named by --campaign where it stopped")
@@ -111,7 +120,7 @@ class Settings(BaseSettings):
         None, description="GPU to train on, exported as CUDA_VISIBLE_DEVICES (e.g. 0); None: as visible"
     )
     prestart: bool = Field(
-        True, description="start the next training process (imports, CUDA, compiler) while the agent thinks"
+        True, description="start the next training process (imports; on a GPU, CUDA and the compiler) while the agent thinks"
     )
     unsafe_no_sandbox: bool = Field(
         False, description="run train.py WITHOUT the bubblewrap sandbox (where none can be set up): it can then "
@@ -159,6 +168,16 @@ class Settings(BaseSettings):
         DEFAULT_ARXIV_CATEGORIES, description="arXiv categories to search"
     )
 
+    @field_validator("campaign")
+    @classmethod
+    def _plain_folder_name(cls, name: str) -> str:
+        """A campaign is one folder directly under --runs-dir: `../x`, `a/b` or `/abs` would put the
+        run dir somewhere else."""
+        if not CAMPAIGN_NAME_RE.fullmatch(name):
+            raise ValueError("a campaign name is one plain folder name: letters, digits, '.', '_' and '-', "
+                             "not starting with '.' or '-', at most 100 characters (no '/', no '..')")
+        return name
+
     # Private: not a field, so not on the CLI, not in repr / str / model_dump.
     _credentials: Credentials = PrivateAttr(default_factory=Credentials)
 
@@ -173,6 +192,17 @@ class Settings(BaseSettings):
         return copy
 
 
+class _CliSource(CliSettingsSource):
+    """The CLI as pydantic-settings builds it, with --help showing HELP_DEFAULTS' human defaults
+    instead of "(default factory: date_tag)"."""
+
+    def _help_format(self, field_name, field_info, *args, **kwargs) -> str:
+        text = super()._help_format(field_name, field_info, *args, **kwargs)
+        if field_name in HELP_DEFAULTS:
+            text = re.sub(r"\(default factory: [^)]*\)", f"(default: {HELP_DEFAULTS[field_name]})", text)
+        return text
+
+
 def parse_settings(argv: list[str] | None = None) -> Settings:
     """Settings from the command line (default `sys.argv[1:]`) over env, `.env` and defaults.
 
@@ -180,13 +210,15 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     bad value prints an error and exits with code 2.
     """
     try:
-        return CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else list(argv))
+        return CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else list(argv),
+                          cli_settings_source=_CliSource(Settings))
     except ValidationError as e:
         # A bad value (from the CLI, the environment or .env) is a usage error, not a traceback.
         for err in e.errors():
             name = "_".join(str(part) for part in err["loc"])
             where = f"--{name.replace('_', '-')} / {ENV_PREFIX}{name.upper()}"
-            print(f"{PROG}: error: {where}: {err['msg']} (got {err.get('input')!r})", file=sys.stderr)
+            msg = err["msg"].removeprefix("Value error, ")    # our own validators' messages stand alone
+            print(f"{PROG}: error: {where}: {msg} (got {err.get('input')!r})", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -1,7 +1,8 @@
 """
 Campaign report: read a results.tsv, compute the campaign's figures, write report.md and progress.png.
 
-    python -m graph.report RUN_DIR_OR_TSV [--out DIR] [--json]
+    python -m graph.report RUN_DIR_OR_TSV [--out DIR]     # writes report.md and progress.png
+    python -m graph.report RUN_DIR_OR_TSV --json          # prints the figures, writes nothing
 
 Every format graph.results.FORMATS reads is understood, told apart by its header line: ours (v3,
 one row per training run, several runs per experiment; its columns are defined once, in
@@ -40,9 +41,10 @@ experiment of one run whose mean is its val_bpb.
 - ours only: directive keeps = keeps with a non-empty directive whose agent_choice is followed
   or adapted; agent keeps = the other keeps, the baseline excluded (nobody led it), so
   directive_keeps + agent_keeps = keeps - 1.
-- ours only: GPU duty % = sum(training_seconds) over all rows / wall * 100 with wall = last
-  timestamp - first timestamp + first row's total_seconds: a row is stamped when it is
-  recorded, after its run, so the first run lies just before the first timestamp.
+- ours only: device duty % (JSON key gpu_duty_pct; called GPU or CPU duty when the run dir's
+  workspace/harness.json names the profile) = sum(training_seconds) over all rows / wall * 100
+  with wall = last timestamp - first timestamp + first row's total_seconds: a row is stamped when
+  it is recorded, after its run, so the first run lies just before the first timestamp.
 """
 
 import argparse
@@ -61,6 +63,8 @@ REPORT_FILE = "report.md"
 PLOT_FILE = "progress.png"
 
 EXIT_USAGE = 2  # missing file, unknown header: the caller's mistake, not ours
+DEVICE_WORDS = {"cuda": "GPU", "cpu": "CPU"}   # a profile's device, as the report names it
+UNKNOWN_DEVICE = "device"                       # a bare results.tsv: no pin says what trained
 
 
 # -----------------------------------------------------------------------------
@@ -171,8 +175,26 @@ FIGURE_LABELS = [  # (key, label, format); figures that are None are left out of
     ("noise_share_pct", "noise runs' share of run time", "{:.1f}%"),
     ("directive_keeps", "directive-led keeps", "{}"),
     ("agent_keeps", "agent-led keeps", "{}"),
-    ("gpu_duty_pct", "GPU duty (training / wall time)", "{:.1f}%"),
+    ("gpu_duty_pct", "{device} duty (training / wall time)", "{:.1f}%"),
 ]
+
+
+def device_word(tsv):
+    """What trained the runs of this results.tsv, from its run dir's harness pin: "GPU" or "CPU";
+    UNKNOWN_DEVICE when there is no readable pin (another tool's results, a copied tsv)."""
+    from nanochat.config import HARNESS_FILE, PROFILES   # no torch: config.py imports none
+    pin = os.path.join(os.path.dirname(os.path.abspath(tsv)), "workspace", HARNESS_FILE)
+    try:
+        with open(pin, encoding="utf-8") as f:
+            profile = PROFILES.get(json.load(f).get("profile"))
+    except (OSError, ValueError, AttributeError):
+        return UNKNOWN_DEVICE
+    return DEVICE_WORDS.get(profile.device, UNKNOWN_DEVICE) if profile else UNKNOWN_DEVICE
+
+
+def figure_labels(device=UNKNOWN_DEVICE):
+    """FIGURE_LABELS with the device named: (key, label, format)."""
+    return [(key, label.format(device=device), form) for key, label, form in FIGURE_LABELS]
 
 # the definitions live once, in this module's docstring; report.md quotes them
 DEFINITIONS = __doc__[__doc__.index("Definitions (report.md"):].split("\n", 1)[1].strip() + "\n"
@@ -202,7 +224,7 @@ def campaign_name(tsv):
     return os.path.basename(os.path.dirname(os.path.abspath(tsv))) or "campaign"
 
 
-def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE):
+def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE, device=UNKNOWN_DEVICE):
     fmt = figures["format"]
     ours, runs = (fmt or "").startswith("ours"), multi_run(fmt)
     verdicts = [r for r in rows if r.is_verdict]
@@ -211,7 +233,7 @@ def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE):
     out += ["", f"![progress]({PLOT_FILE})", "", f"[{PLOT_FILE}]({PLOT_FILE})", ""]
 
     out += ["## Figures", "", "| figure | value |", "|---|---|"]
-    for key, label, form in FIGURE_LABELS:
+    for key, label, form in figure_labels(device):
         if figures.get(key) is not None:
             out.append(f"| {label} | {form.format(figures[key])} |")
 
@@ -289,7 +311,7 @@ def write_report(run_dir_or_tsv, out_dir=None):
     # write-then-rename so a reader (or a crash mid-write) never sees half a report
     md_path = os.path.join(out_dir, REPORT_FILE)
     with open(md_path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(render_markdown(name, rows, figures, os.path.basename(tsv)))
+        f.write(render_markdown(name, rows, figures, os.path.basename(tsv), device_word(tsv)))
     os.replace(md_path + ".tmp", md_path)
     png_path = os.path.join(out_dir, PLOT_FILE)
     plot_progress(name, rows, figures, png_path + ".tmp.png")
@@ -301,11 +323,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m graph.report", description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("path", help="a run dir holding results.tsv, or a results.tsv file")
     parser.add_argument("--out", help="where to write report.md and progress.png (default: next to the tsv)")
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--json", action="store_true",
+                        help="print the figures as one JSON object and write nothing (no report.md, no progress.png)")
     args = parser.parse_args(argv)
+    if args.json and args.out:
+        parser.error("--json writes nothing, so --out has nothing to place")
     logging.basicConfig(format="report: warning: %(message)s", level=logging.WARNING)
     try:
-        figures = write_report(args.path, args.out)
+        figures = compute_figures(read_results(resolve_tsv(args.path))) if args.json else \
+            write_report(args.path, args.out)
     except ResultsError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -316,7 +342,7 @@ def main(argv=None):
         print(json.dumps(figures))
     else:
         out_dir = args.out or os.path.dirname(os.path.abspath(resolve_tsv(args.path)))
-        for key, label, fmt in FIGURE_LABELS:
+        for key, label, fmt in figure_labels(device_word(resolve_tsv(args.path))):
             if figures.get(key) is not None:
                 print(f"{label:>40}: {fmt.format(figures[key])}")
         print(f"wrote {os.path.join(out_dir, REPORT_FILE)} and {os.path.join(out_dir, PLOT_FILE)}")

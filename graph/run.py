@@ -144,6 +144,19 @@ def summary_table(run_dir: Path) -> Table:
     return t
 
 
+# the cpu profile's seed noise at 15 s, as measured in docs/PERFORMANCE.md ("The CPU profile")
+CPU_DEMO_NOISE = ("[yellow]CPU demo: runs of a tiny model this short are noisy (seed σ ≈ 0.024 bpb at 15 s, "
+                  "docs/PERFORMANCE.md), so its verdicts show the loop working, not research results.[/]")
+
+
+def describe_harness(config) -> list[str]:
+    """The console lines saying what the campaign's pinned harness is."""
+    cpu = config.profile == "cpu"
+    lines = [f"harness: profile {config.profile}, data {config.data}, {config.budget:.0f}s per run"
+             f"{' on the CPU (no GPU)' if cpu else ''}"]
+    return lines + [CPU_DEMO_NOISE] if cpu else lines
+
+
 def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = False) -> dict:
     """Open (or resume) the campaign and run its graph to a stop condition. Returns the final state."""
     from graph.checkpoints import redacting_saver
@@ -156,8 +169,8 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
     config = HarnessConfig.read(campaign.workspace.root / "harness.json")
     console.print(f"campaign [bold]{settings.campaign}[/] in {campaign.run_dir}{' (resumed)' if resumed else ''}")
     console.print(f"models: {campaign.models.label}")
-    console.print(f"harness: profile {config.profile}, data {config.data}, {config.budget:.0f}s per run"
-                  f"{' on the CPU (no GPU)' if config.profile == 'cpu' else ''}")
+    for line in describe_harness(config):
+        console.print(line)
     runs = campaign.noise_runs
     console.print(f"judge: {runs} runs per measured code (baseline and candidates, one seed each), kept at "
                   f"{settings.confidence:.1%} one-sided confidence over seed noise" if runs > 1 else

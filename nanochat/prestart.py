@@ -1,6 +1,6 @@
 """
 A training process started before it is needed: it does the slow, experiment-independent part of
-a run (importing torch, dynamo, inductor and Triton, creating the CUDA context, a tiny compile)
+a run (importing torch, dynamo, inductor and Triton; for a GPU profile, the CUDA context and a tiny compile)
 while the agent is still thinking, then waits. On one line on stdin, `go <unix time> [seed]`, it
 runs train.py as `python train.py` would, from its cwd, counting the run's total_seconds from that
 time, with H.seed = seed (the seed is only known once the run is asked for).
@@ -24,18 +24,22 @@ READY_ENV = "NANOCHAT_READY_FILE"     # touched once the warm-up is done (the be
 
 def warm_up() -> bool:
     """Everything a run needs before train.py's own code: imports, the compile caches' location,
-    the CUDA context and cuBLAS, and the compiler stack (one tiny compiled function). Returns
-    whether there was a GPU to set up."""
+    and, for a profile that trains on the GPU, the CUDA context and cuBLAS, and the compiler stack
+    (one tiny compiled function). Returns whether there was a GPU to set up: never for the cpu
+    profile, even where a GPU is visible."""
     from nanochat import prepare   # torch, numpy, tokenizers
+    device = None
     try:
-        prepare.use_compile_cache(prepare.resolve_config([]).compile_cache)
-    except Exception:   # no harness config here: train.py will report that itself
+        config = prepare.resolve_config([])
+        prepare.use_compile_cache(config.compile_cache)
+        device = config.resolved_profile().device
+    except Exception:   # no (valid) harness config here: train.py will report that itself
         pass
     import torch
     import torch._dynamo  # noqa: F401  (what torch.compile and create_block_mask import on first use)
     import torch._inductor.compile_fx  # noqa: F401
-    from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
-    if not torch.cuda.is_available():
+    import torch.nn.attention.flex_attention  # noqa: F401  (create_block_mask, imported on first use)
+    if device == "cpu" or not torch.cuda.is_available():
         return False
     torch.cuda.init()
     a = torch.ones(64, 64, device="cuda", dtype=torch.bfloat16)

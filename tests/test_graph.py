@@ -307,6 +307,40 @@ def test_resume_without_campaign_and_existing_campaign_are_clear_errors(tmp_path
     assert not (tmp_path / "runs" / "bad").exists()
 
 
+def pin(tmp_path, name="pinned", **harness):
+    """A run dir holding only a campaign's harness pin (enough to refuse a resume)."""
+    from nanochat.config import HarnessConfig
+    ws = tmp_path / "runs" / name / "workspace"
+    ws.mkdir(parents=True)
+    HarnessConfig(**{"profile": "cpu", "data": "builtin", **harness}).write(ws / "harness.json")
+    return ws.parent
+
+
+def test_resume_refuses_explicit_harness_flags_that_differ_from_the_pin(tmp_path, capsys, monkeypatch):
+    from graph.run import main
+    pin(tmp_path, time_budget=8)
+    base = ["--runs-dir", str(tmp_path / "runs"), "--campaign", "pinned", "--offline", "--resume"]
+    assert main([*base, "--time-budget", "15", "--profile", "gpu-small"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "pinned to profile cpu, data builtin, 8s per run" in out, out
+    assert "--profile gpu-small, --time-budget 15" in out
+    assert "python -m graph.run --campaign NEW_NAME --profile gpu-small --time-budget 15" in out
+    monkeypatch.setenv("AUTORESEARCH_DATA", "climbmix")     # the environment is as explicit as the command line
+    assert main(base) == 2
+    assert "--data climbmix" in capsys.readouterr().out
+
+
+def test_harness_flags_left_out_or_equal_to_the_pin_are_no_change(tmp_path):
+    from graph.campaign import harness_changes
+    from nanochat.config import HarnessConfig
+    pinned = HarnessConfig(profile="cpu", data="builtin", time_budget=8)
+    assert harness_changes(Settings(campaign="x", resume=True), pinned) == []   # defaults: the pin rules
+    assert harness_changes(Settings(campaign="x", profile="cpu", time_budget=8, data="builtin"), pinned) == []
+    profile_budget = HarnessConfig(profile="cpu")                  # pinned: the profile's own 15 s
+    assert harness_changes(Settings(campaign="x", time_budget=15), profile_budget) == []
+    assert harness_changes(Settings(campaign="x", time_budget=16), profile_budget) == ["--time-budget 16"]
+
+
 @pytest.mark.slow
 def test_a_finished_campaign_can_be_extended_with_resume(tmp_path, cpu_data):
     settings = settings_for(tmp_path, cpu_data, max_iterations=1)
@@ -327,3 +361,13 @@ def test_a_finished_campaign_can_be_extended_with_resume(tmp_path, cpu_data):
     final = run_campaign(settings.model_copy(update={"resume": True, "max_iterations": 5}), models)
     assert final["stop_reason"] == "STOP file found in the run dir"
     assert [r.iteration for r in tsv(settings)] == [0, 1, 2, 3]
+
+
+def test_a_cpu_campaign_says_at_the_start_that_its_verdicts_are_noisy():
+    from graph.run import describe_harness
+    from nanochat.config import HarnessConfig
+    cpu = describe_harness(HarnessConfig(profile="cpu", data="builtin"))
+    assert cpu[0] == "harness: profile cpu, data builtin, 15s per run on the CPU (no GPU)"
+    assert len(cpu) == 2 and "noisy" in cpu[1] and "0.024 bpb" in cpu[1] and "not research results" in cpu[1]
+    assert describe_harness(HarnessConfig(profile="h100", data="climbmix")) == \
+        ["harness: profile h100, data climbmix, 300s per run"]

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from graph.configuration import Settings, date_tag, parse_settings
 
@@ -123,3 +124,29 @@ def test_resolve_profile(clean_env):
 
     assert resolve_profile(Settings(profile="gpu-small")) == "gpu-small"
     assert resolve_profile(Settings()) in {"cpu", "h100"}
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/../../escape2", "/tmp/abs", "..", ".hidden", "-x", "a b",
+                                  "x" * 101, ""])
+def test_a_campaign_name_is_one_plain_folder(clean_env, monkeypatch, capsys, name):
+    """A name with a path in it would put the run dir outside --runs-dir."""
+    with pytest.raises(SystemExit) as e:
+        parse_settings([f"--campaign={name}"])
+    assert e.value.code == 2
+    assert "plain folder name" in capsys.readouterr().err
+    monkeypatch.setenv("AUTORESEARCH_CAMPAIGN", name)   # the environment too: LangGraph Studio reads only that
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+@pytest.mark.parametrize("name", ["night1", "2026-11-30-0605", "a.b_c-d", "_x", "x" * 100])
+def test_plain_campaign_names_are_accepted(clean_env, name):
+    assert parse_settings(["--campaign", name]).campaign == name
+
+
+def test_help_shows_the_campaign_default_in_words(clean_env, capsys):
+    with pytest.raises(SystemExit):
+        parse_settings(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "default factory" not in out
+    assert "(default: the date and time, e.g. 2026-11-30-0605)" in out

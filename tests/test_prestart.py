@@ -120,3 +120,29 @@ def test_the_harness_clock_starts_when_the_run_was_asked_for(monkeypatch):
     assert prepare._run_start_time() == 1700000000.5
     monkeypatch.setenv(prepare.STARTED_ENV, "soon")   # garbage: the process start, as without prestart
     assert abs(prepare._run_start_time() - prepare._process_start_time()) < 1e-6
+
+
+@pytest.mark.parametrize("profile, sets_up_cuda", [("cpu", False), ("h100", True)])
+def test_the_warm_up_sets_up_cuda_only_for_a_gpu_profile(tmp_path, monkeypatch, profile, sets_up_cuda):
+    """A cpu-profile run on a machine with a GPU neither touches CUDA nor says it did."""
+    import torch
+    from nanochat import prestart
+
+    class CudaTouched(Exception):
+        pass
+
+    def touched():
+        raise CudaTouched
+
+    (tmp_path / "harness.json").write_text(json.dumps({"profile": profile, "data": "builtin"}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NANOCHAT_HARNESS", raising=False)
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):     # use_compile_cache sets them: undo it
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)    # a GPU is visible
+    monkeypatch.setattr(torch.cuda, "init", touched)
+    if sets_up_cuda:
+        with pytest.raises(CudaTouched):
+            prestart.warm_up()
+    else:
+        assert prestart.warm_up() is False      # so the log says "warm-up (imports)", no CUDA

@@ -330,7 +330,7 @@ def test_report_md_v3(tmp_path):
                  "| total improvement (σ) | 3.33σ |", "| seed noise σ (one run) | 0.012000 |",
                  "| confirmed keeps (2+ runs) | 1 |", "| rejected candidates (failed confirmation) | 1 |",
                  "| single-run keeps (no noise check) | 0 |", "| confirmation runs' share of run time | 37.1% |",
-                 "| noise runs' share of run time | 18.3% |", "| GPU duty (training / wall time) | 71.0% |"):
+                 "| noise runs' share of run time | 18.3% |", "| device duty (training / wall time) | 71.0% |"):
         assert line in md, line
     kept = md.split("## Kept experiments")[1].split("## Noise")[0]
     assert "| # | commit | mean ± σ | runs | vs previous best | description | led by |" in kept
@@ -436,17 +436,39 @@ def test_cli_json(tmp_path):
     figures = json.loads(res.stdout)
     assert REQUIRED_KEYS <= figures.keys()
     assert_figures(figures, AUTORESEARCH_EXPECTED)
-    assert (run / REPORT_FILE).exists() and (run / PLOT_FILE).exists()  # default out: next to the tsv
+    assert sorted(os.listdir(run)) == ["results.tsv"]      # --json only prints: no report.md, no progress.png
 
 
-def test_cli_json_ours_with_out_dir(tmp_path):
+def test_cli_json_writes_nothing_so_out_is_refused(tmp_path, capsys):
+    run = write_run(tmp_path, tsv(V2_HEADER, *V2_ROWS))
+    assert main([str(run), "--json"]) == 0
+    assert_figures(json.loads(capsys.readouterr().out), V2_EXPECTED)
+    assert sorted(os.listdir(run)) == ["results.tsv"]
+    with pytest.raises(SystemExit) as e:
+        main([str(run), "--out", str(tmp_path / "elsewhere"), "--json"])
+    assert e.value.code == 2 and not (tmp_path / "elsewhere").exists()
+
+
+def test_cli_out_dir(tmp_path):
     run = write_run(tmp_path, tsv(V2_HEADER, *V2_ROWS))
     out = tmp_path / "elsewhere"
-    res = cli(run, "--out", out, "--json")
-    assert res.returncode == 0, res.stderr
-    assert_figures(json.loads(res.stdout), V2_EXPECTED)
+    assert main([str(run), "--out", str(out)]) == 0
     assert (out / REPORT_FILE).exists() and (out / PLOT_FILE).exists()
     assert not (run / REPORT_FILE).exists()
+
+
+@pytest.mark.parametrize("profile, word", [("cpu", "CPU"), ("h100", "GPU"), ("gpu-small", "GPU"),
+                                           ("tpu", "device"), (None, "device")])
+def test_duty_names_the_device_of_the_pinned_profile(tmp_path, capsys, profile, word):
+    run = write_run(tmp_path, tsv(V2_HEADER, *V2_ROWS))
+    if profile:
+        (run / "workspace").mkdir()
+        (run / "workspace" / "harness.json").write_text(json.dumps({"profile": profile, "data": "builtin"}))
+    figures = write_report(run)
+    assert figures["gpu_duty_pct"] == pytest.approx(72.4)             # the JSON key stays
+    assert f"| {word} duty (training / wall time) | 72.4% |" in (run / REPORT_FILE).read_text()
+    assert main([str(run)]) == 0
+    assert f"{word} duty (training / wall time): 72.4%" in capsys.readouterr().out
 
 
 def test_main_human_output(tmp_path, capsys):
@@ -466,7 +488,7 @@ def test_report_md_contents(tmp_path):
     assert "| keep rate | 42.9% |" in md
     assert "| total improvement | 5.000% |" in md
     assert "| longest stall (consecutive non-keeps) | 2 |" in md
-    assert "| GPU duty (training / wall time) | 72.4% |" in md
+    assert "| device duty (training / wall time) | 72.4% |" in md   # no harness pin: the device is unknown
     kept = md.split("## Kept experiments")[1].split("## Crashes")[0]
     assert "| 2 | `ccccccc` | 0.980000 | -2.000% | wider mlp | directive (followed) |" in kept
     assert "| 5 | `fffffff` | 0.950000 | -3.061% | qk-norm | agent |" in kept
