@@ -60,8 +60,8 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
         try:
             ai = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry,
                                    config=config, redactor=c.redactor)
-        except LLMUnavailable as e:
-            outcome["note"] = f"LLM unavailable: {e}"
+        except LLMUnavailable as e:          # its message already says "LLM unavailable after ..."
+            outcome["note"] = str(e)
             c.on_event("error", {"message": outcome["note"]})
             break
         messages.append(ai)

@@ -28,7 +28,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
 from graph import noise, results
-from graph.agent import EXPERIMENT_REF, run_agent
+from graph.agent import DESCRIPTION_CHARS, EXPERIMENT_REF, run_agent
 from graph.campaign import Campaign
 from graph.director import director_due
 from graph.state import CampaignState, Outcome
@@ -197,7 +197,8 @@ def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome, 
     if run is None:
         status = results.NO_RUN
         reason = outcome.get("note") or "the agent did not train"
-        description = f"{description} ({reason})"
+        if description != reason[:DESCRIPTION_CHARS]:   # no answer: the description is the note already
+            description = f"{description} ({reason})"
     elif run.status != "ok":
         status = results.CRASH
         reason = (f"crashed ({run.status})" if attempt == 1 else
