@@ -11,6 +11,7 @@ pending it says whether the agent followed, adapted or rejected it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -60,8 +61,10 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
         try:
             ai = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry,
                                    config=config, redactor=c.redactor)
-        except LLMUnavailable as e:
-            outcome["note"] = f"LLM unavailable: {e}"
+        except LLMUnavailable as e:          # its message already says "LLM unavailable after ..."
+            outcome["note"] = str(e)
+            outcome["llm_error"] = e.last_error
+            outcome["llm_down_since"] = time.time() - e.elapsed
             c.on_event("error", {"message": outcome["note"]})
             break
         messages.append(ai)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from graph import noise, results
+from graph import noise, outage, results
 from graph.configuration import Settings, resolve_profile
 from graph.director import Director
 from graph.llm import Models
@@ -230,5 +230,6 @@ def resume_input(campaign: Campaign, graph, cfg, log: Callable[[str], None] = la
     if stop_file.exists():
         stop_file.unlink()
         log("removed the STOP file left by the last stop")
-    graph.update_state(cfg, {"stop_reason": ""}, as_node="judge")   # next: the stop check
+    update = {"stop_reason": "", **outage.on_resume(snapshot.values)}
+    graph.update_state(cfg, update, as_node="judge")   # next: the stop check
     return None

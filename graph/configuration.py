@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     director_temperature: float = Field(1.0, ge=0, description="sampling temperature of the director")
     llm_timeout: float = Field(120.0, gt=0, description="seconds before an LLM request is abandoned and retried")
     llm_max_attempts: int = Field(6, ge=1, description="attempts per LLM call before the experiment is given up")
+    max_llm_outage: float = Field(
+        30.0, gt=0, description="minutes the LLM endpoint may stay unreachable before the campaign stops; "
+                                "after 2 iterations lost to it, the campaign waits and retries instead of "
+                                "spending iterations"
+    )
 
     # --- papers for the director
     arxiv_terms: list[str] = Field(

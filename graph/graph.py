@@ -2,15 +2,19 @@
 The campaign graph, wired in one place (build_graph):
 
     setup -> stop_check -> [director] -> agent -> judge -> [confirm -> judge]* -> stop_check -> ... -> END
+    stop_check -> llm_wait -> stop_check    (the LLM endpoint down: wait, probe, spend no iteration)
 
 - setup: runs the baseline --noise-runs times with different seeds (the campaign's first measure of
   seed noise).
-- stop_check: ends the campaign on a stop condition (stop_reason), else routes to the director when
-  graph/director.py's `director_due` says so, else to the agent.
+- stop_check: ends the campaign on a stop condition (stop_reason), else routes to llm_wait while the
+  LLM is down, to the director when graph/director.py's `director_due` says so, else to the agent.
 - agent: one experiment, a tool-calling loop over the four tools (graph/agent.py).
 - judge: records each run as a row of results.tsv and applies graph/noise.py's rule: discard,
   keep, or (a run that beats the best's mean) confirm.
 - confirm: re-runs the experiment's commit with a fresh seed and hands the run back to judge.
+- llm_wait: after graph/outage.py's OUTAGE_ITERATIONS iterations in a row lost to an unreachable
+  LLM, waits with a growing back-off and probes the endpoint instead of spending iterations;
+  --max-llm-outage ends the campaign.
 
 Every node is idempotent on resume: a node re-run after a kill finds what its killed run already
 did (recorded rows, a commit) and does not do it twice; a run killed mid-way is run again with the
@@ -27,8 +31,8 @@ from dataclasses import asdict
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
-from graph import noise, results
-from graph.agent import EXPERIMENT_REF, run_agent
+from graph import noise, outage, results
+from graph.agent import DESCRIPTION_CHARS, EXPERIMENT_REF, run_agent
 from graph.campaign import Campaign
 from graph.director import director_due
 from graph.state import CampaignState, Outcome
@@ -100,6 +104,8 @@ def route_after_stop_check(c: Campaign):
     def route(state: CampaignState) -> str:
         if state.get("stop_reason"):
             return END
+        if outage.down(state):
+            return "llm_wait"
         if c.director is not None and director_due(state, c.settings.plateau_patience):
             return "director"
         return "agent"
@@ -153,7 +159,7 @@ def judge_node(c: Campaign):
                 "stall": 0 if kept else state.get("stall", 0) + 1,
                 "plateau": 0 if kept else state.get("plateau", 0) + 1,
                 "directive": "" if directive_used else state.get("directive", ""),
-                "outcome": {}}
+                "llm_outage": outage.after_iteration(state, outcome), "outcome": {}}
     return judge
 
 
@@ -197,7 +203,8 @@ def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome, 
     if run is None:
         status = results.NO_RUN
         reason = outcome.get("note") or "the agent did not train"
-        description = f"{description} ({reason})"
+        if description != reason[:DESCRIPTION_CHARS]:   # no answer: the description is the note already
+            description = f"{description} ({reason})"
     elif run.status != "ok":
         status = results.CRASH
         reason = (f"crashed ({run.status})" if attempt == 1 else
@@ -265,7 +272,7 @@ def stop_reason(c: Campaign, state: CampaignState) -> str:
         return f"reached --max-iterations {s.max_iterations}"
     if s.max_hours is not None and time.time() - state.get("started_at", time.time()) >= s.max_hours * 3600:
         return f"reached --max-hours {s.max_hours}"
-    return ""
+    return outage.stop_reason(state.get("llm_outage"), s.max_llm_outage)
 
 
 # -----------------------------------------------------------------------------
@@ -279,7 +286,9 @@ def build_graph(c: Campaign, checkpointer=None):
     g.add_node("judge", judge_node(c))
     g.add_edge(START, "setup")
     g.add_edge("setup", "stop_check")
-    targets = ["agent", END]
+    g.add_node("llm_wait", outage.wait_node(c))
+    g.add_edge("llm_wait", "stop_check")
+    targets = ["agent", "llm_wait", END]
     if c.director is not None:
         g.add_node("director", c.director.subgraph())
         g.add_edge("director", "agent")

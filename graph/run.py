@@ -104,6 +104,13 @@ class LiveUI:
                 p.console.print("    [bold red]this run was not sandboxed (--unsafe-no-sandbox): its score is not trustworthy[/]")
         elif kind == "retry":
             p.console.print(f"    [yellow]LLM call failed ({data['error']}); retry {data['attempt']} in {data['wait']:.0f}s")
+        elif kind == "llm_wait":
+            p.console.print(f"[bold yellow]LLM endpoint unreachable for {minutes(data['down_for'])} "
+                            f"({escape(data['error'])}): waiting {data['wait']:.0f}s before trying again, "
+                            f"no iteration spent (stops after {minutes(data['limit'])}, --max-llm-outage)[/]")
+        elif kind == "llm_back":
+            p.console.print(f"[green]LLM endpoint reachable again after {minutes(data['down_for'])}: "
+                            f"experiments resume[/]")
         elif kind == "director":
             p.console.print(f"[magenta]director:[/] {data['text']}")
         elif kind == "error":
@@ -122,6 +129,10 @@ class LiveUI:
             self.shown = (tenth, now)
             loss_text = f", loss {loss:.2f}" if loss is not None else ""
             self.console.print(f"  training {pct:.0f}% (step {n}{loss_text})", highlight=False)
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f}s"
 
 
 def refresh_report(run_dir: Path) -> dict | None:

@@ -12,8 +12,19 @@ class Outcome(TypedDict, total=False):
     directive: str          # the directive that was pending for this iteration ("" if none)
     agent_choice: str       # followed | adapted | rejected | "" (no directive)
     note: str               # why there was no run (LLM unavailable, out of steps, ...)
+    llm_error: str          # the LLM could not be reached to the end: the last error ("connection error")
+    llm_down_since: float   # wall-clock time of that unanswered call's first attempt
     attempt: int            # which run of the experiment `run` is: 1 the agent's, 2.. confirmations
     confirm: bool           # the judge wants another run of this experiment (graph/noise.py)
+
+
+class LLMOutage(TypedDict, total=False):
+    """The LLM endpoint unreachable for consecutive iterations (graph/outage.py); wall-clock times."""
+    since: float            # the first failed attempt of the first failed iteration
+    iterations: int         # consecutive iterations it failed (from OUTAGE_ITERATIONS on: waiting)
+    waits: int              # waits done (the back-off doubles with each)
+    checked_at: float       # the last failed attempt (an iteration's or a probe's)
+    error: str              # the last error, short ("connection error", "503 server error")
 
 
 class CampaignState(TypedDict, total=False):
@@ -30,3 +41,4 @@ class CampaignState(TypedDict, total=False):
     outcome: Outcome
     started_at: float       # wall-clock start of the campaign (for --max-hours)
     stop_reason: str        # set when the campaign should end
+    llm_outage: LLMOutage | None   # the LLM unreachable, iterations in a row (None: it answers)
