@@ -9,7 +9,8 @@ The campaign graph, wired in one place (build_graph):
   graph/director.py's `director_due` says so, else to the agent.
 - agent: one experiment, a tool-calling loop over the four tools (graph/agent.py).
 - judge: records each run as a row of results.tsv and applies graph/noise.py's rule: discard,
-  keep, or (a run that beats the best's mean) confirm.
+  keep, or (a run that beats the best's mean) confirm. The verdict row carries the experiment's
+  LLM tokens: the agent's calls of the iteration and the director's calls that preceded it.
 - confirm: re-runs the experiment's commit with a fresh seed and hands the run back to judge.
 
 Every node is idempotent on resume: a node re-run after a kill finds what its killed run already
@@ -27,7 +28,7 @@ from dataclasses import asdict
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
-from graph import noise, results
+from graph import noise, results, usage
 from graph.agent import EXPERIMENT_REF, run_agent
 from graph.campaign import Campaign
 from graph.director import director_due
@@ -143,9 +144,12 @@ def judge_node(c: Campaign):
             c.workspace.keep(f"keep {iteration}")
         else:
             c.workspace.discard()
-        best = noise.standing(results.rows(c.results_path)).best_mean
+        recorded = results.rows(c.results_path)
+        best = noise.standing(recorded).best_mean
+        spent = usage.totals(recorded)
         c.on_event("verdict", {"iteration": iteration, "status": row.status, "best": best, "reason": row.reason,
-                               "runs": len(rows)})
+                               "runs": len(rows), "tokens": usage.totals([row]).total, "total_tokens": spent.total,
+                               "cost": spent.cost(c.settings.llm_price_in_per_mtok, c.settings.llm_price_out_per_mtok)})
         annotate(config, iteration=iteration, commit=row.commit, val_bpb=row.val_bpb, status=row.status,
                  best_val_bpb=best)
         directive_used = bool(outcome.get("directive"))
@@ -153,7 +157,7 @@ def judge_node(c: Campaign):
                 "stall": 0 if kept else state.get("stall", 0) + 1,
                 "plateau": 0 if kept else state.get("plateau", 0) + 1,
                 "directive": "" if directive_used else state.get("directive", ""),
-                "outcome": {}}
+                "outcome": {}, "director_usage": {}}     # the director's tokens are on this row now
     return judge
 
 
@@ -215,6 +219,7 @@ def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome, 
         **_measured(run, attempt, values, measured, reason),
         "directive": (state.get("directive_short") or outcome["directive"]) if outcome.get("directive") else "",
         "agent_choice": outcome.get("agent_choice", ""),
+        **(_tokens(outcome.get("usage"), state.get("director_usage")) if status != results.MEASURE else {}),
     })
     fault_point("judge-after-row")
 
@@ -225,6 +230,13 @@ def _measured(run: RunResult | None, attempt: int, values: list, measured: noise
     return {"seed": run.seed if run and run.seed is not None else "", "runs": attempt if run else 0,
             "mean": f"{m:.6f}" if m is not None else "", "reason": reason,
             "sigma": f"{measured.sigma:.6f}" if measured.sigma is not None else ""}
+
+
+def _tokens(agent: dict | None, director: dict | None) -> dict:
+    """The token columns of an experiment's verdict row (a measure row leaves them empty)."""
+    agent, director = usage.add(agent), usage.add(director)
+    return {"agent_input_tokens": agent[usage.IN], "agent_output_tokens": agent[usage.OUT],
+            "director_input_tokens": director[usage.IN], "director_output_tokens": director[usage.OUT]}
 
 
 def _short(sha: str | None) -> str | None:
@@ -265,6 +277,24 @@ def stop_reason(c: Campaign, state: CampaignState) -> str:
         return f"reached --max-iterations {s.max_iterations}"
     if s.max_hours is not None and time.time() - state.get("started_at", time.time()) >= s.max_hours * 3600:
         return f"reached --max-hours {s.max_hours}"
+    if s.max_llm_tokens is not None or s.max_llm_cost is not None:
+        return llm_budget_spent(c)
+    return ""
+
+
+def llm_budget_spent(c: Campaign) -> str:
+    """The --max-llm-tokens / --max-llm-cost stop, on the totals results.tsv records (so a resumed
+    campaign counts what its earlier sessions spent)."""
+    s = c.settings
+    spent = usage.totals(results.rows(c.results_path))
+    if s.max_llm_tokens is not None and spent.total >= s.max_llm_tokens:
+        return (f"reached --max-llm-tokens {s.max_llm_tokens}: the campaign's LLM calls used {spent.total} tokens "
+                f"(agent {spent.agent}, director {spent.director})")
+    cost = spent.cost(s.llm_price_in_per_mtok, s.llm_price_out_per_mtok)
+    if s.max_llm_cost is not None and cost is not None and cost >= s.max_llm_cost:
+        return (f"reached --max-llm-cost {s.max_llm_cost}: the campaign's LLM calls cost ${cost:.4f} "
+                f"({spent.total} tokens at ${s.llm_price_in_per_mtok or 0}/${s.llm_price_out_per_mtok or 0} "
+                f"per million input/output tokens)")
     return ""
 
 

@@ -14,6 +14,7 @@ class Outcome(TypedDict, total=False):
     note: str               # why there was no run (LLM unavailable, out of steps, ...)
     attempt: int            # which run of the experiment `run` is: 1 the agent's, 2.. confirmations
     confirm: bool           # the judge wants another run of this experiment (graph/noise.py)
+    usage: dict             # the agent's LLM tokens this iteration (graph/usage.py: input_tokens, output_tokens)
 
 
 class CampaignState(TypedDict, total=False):
@@ -30,3 +31,4 @@ class CampaignState(TypedDict, total=False):
     outcome: Outcome
     started_at: float       # wall-clock start of the campaign (for --max-hours)
     stop_reason: str        # set when the campaign should end
+    director_usage: dict    # the director's LLM tokens since the last verdict row (recorded on the next one)
