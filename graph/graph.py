@@ -73,7 +73,8 @@ def setup_node(c: Campaign):
                                                               "--noise-runs 1: seed noise not measured")
             results.append_row(c.results_path, {
                 **_row(sha, run, status, "baseline", 0, noise.mean(values) if status == results.KEEP else None),
-                **_measured(run, k, values, measured, reason)})
+                **_measured(run, k, values, measured, reason),
+                **(_tokens(None, None) if status == results.KEEP else {})})     # the baseline calls no LLM
             c.on_event("recorded", {"iteration": 0, "status": status, "val_bpb": run.val_bpb, "description": "baseline",
                                     "reason": reason})
             done = c.rows(0)
