@@ -17,7 +17,7 @@ from dataclasses import asdict
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 
-from graph import noise, results
+from graph import noise, results, usage
 from graph.campaign import Campaign
 from graph.llm import LLMUnavailable, invoke_with_retry
 from graph.prompts import AGENT_SYSTEM, AGENT_TASK, directive_section, message_text, render_prompt
@@ -50,7 +50,8 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
     messages = [SystemMessage(render_prompt(AGENT_SYSTEM, {}, s.prompts_dir)),
                 HumanMessage(render_prompt(AGENT_TASK, values, s.prompts_dir))]
     model = c.models.agent.bind_tools(list(tools.values()))
-    outcome: Outcome = {"directive": directive, "agent_choice": "", "run": None, "description": ""}
+    outcome: Outcome = {"directive": directive, "agent_choice": "", "run": None, "description": "",
+                        "usage": usage.add()}
     steps = 0
     final: AIMessage | None = None
 
@@ -67,6 +68,9 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
             outcome["llm_down_since"] = time.time() - e.elapsed
             c.on_event("error", {"message": outcome["note"]})
             break
+        outcome["usage"] = usage.add(outcome["usage"], usage.of_message(ai))   # retries' failures return none
+        if not usage.reported(ai):
+            c.on_event("usage_missing", {"iteration": iteration, "who": "agent"})
         messages.append(ai)
         if not ai.tool_calls:
             final = ai

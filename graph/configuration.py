@@ -14,7 +14,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliApp, CliSettingsSource, SettingsConfigDict
 
 # -----------------------------------------------------------------------------
@@ -165,6 +165,23 @@ class Settings(BaseSettings):
                                 "spending iterations"
     )
 
+    # --- LLM spending (tokens as the provider reports them; results.tsv records them per experiment)
+    max_llm_tokens: int | None = Field(
+        None, ge=1, description="stop the campaign once its LLM calls (agent and director, all sessions) have used "
+                                "this many tokens, input and output; checked between experiments; None: no limit"
+    )
+    llm_price_in_per_mtok: float | None = Field(
+        None, ge=0, description="price in dollars per million input (prompt) tokens, for the report's cost and "
+                                "--max-llm-cost; None: not priced"
+    )
+    llm_price_out_per_mtok: float | None = Field(
+        None, ge=0, description="price in dollars per million output (completion) tokens; None: not priced"
+    )
+    max_llm_cost: float | None = Field(
+        None, gt=0, description="stop the campaign once its LLM calls have cost this many dollars at the prices "
+                                "above (one must be set); checked between experiments; None: no limit"
+    )
+
     # --- papers for the director
     arxiv_terms: list[str] = Field(
         DEFAULT_ARXIV_TERMS, description="arXiv search terms for the director"
@@ -182,6 +199,13 @@ class Settings(BaseSettings):
             raise ValueError("a campaign name is one plain folder name: letters, digits, '.', '_' and '-', "
                              "not starting with '.' or '-', at most 100 characters (no '/', no '..')")
         return name
+
+    @model_validator(mode="after")
+    def _cost_needs_a_price(self) -> Settings:
+        if self.max_llm_cost is not None and self.llm_price_in_per_mtok is None and self.llm_price_out_per_mtok is None:
+            raise ValueError("--max-llm-cost needs a price: set --llm-price-in-per-mtok and/or "
+                             "--llm-price-out-per-mtok (or AUTORESEARCH_LLM_PRICE_IN_PER_MTOK / AUTORESEARCH_LLM_PRICE_OUT_PER_MTOK)")
+        return self
 
     # Private: not a field, so not on the CLI, not in repr / str / model_dump.
     _credentials: Credentials = PrivateAttr(default_factory=Credentials)
@@ -220,6 +244,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     except ValidationError as e:
         # A bad value (from the CLI, the environment or .env) is a usage error, not a traceback.
         for err in e.errors():
+            if not err["loc"]:          # a rule across options (a model validator): its message says it all
+                print(f"{PROG}: error: {err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+                continue
             name = "_".join(str(part) for part in err["loc"])
             where = f"--{name.replace('_', '-')} / {ENV_PREFIX}{name.upper()}"
             msg = err["msg"].removeprefix("Value error, ")    # our own validators' messages stand alone

@@ -27,7 +27,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import START, StateGraph
 
-from graph import results
+from graph import results, usage
 from graph.configuration import Settings
 from graph.llm import LLMUnavailable, Models, describe_error, invoke_with_retry
 from graph.offline import OfflineDirector
@@ -102,8 +102,10 @@ class Director:
         key = hashlib.sha256(source.encode()).hexdigest()
         if key not in self._summaries:
             prompt = render_prompt(DIRECTOR_SUMMARIZE, {"train_py": source}, self.settings.prompts_dir)
-            text, _ = self.ask(self.models.director, prompt, "summarize", config)
+            text, _, used = self.ask(self.models.director, prompt, "summarize", config)
             self._summaries[key] = results.clip(text, SUMMARY_CHARS)
+            return {"code_summary": self._summaries[key],
+                    "director_usage": usage.add(state.get("director_usage"), used)}
         return {"code_summary": self._summaries[key]}
 
     def paper(self, state: CampaignState, config: RunnableConfig) -> dict:
@@ -123,12 +125,13 @@ class Director:
             "paper": paper_text(paper),
         }
         prompt = render_prompt(DIRECTOR_DIRECTIVE, values, self.settings.prompts_dir)
-        text, fallback = self.ask(self.models.reasoner, prompt, "directive", config)
+        text, fallback, used = self.ask(self.models.reasoner, prompt, "directive", config)
         directive = clean_directive(text, paper)
         short = short_form(directive)
         self.on_event("director", {"text": directive, "short": short, "fallback": fallback,
                                      "paper": paper["title"] if paper else ""})
-        return {"directive": directive, "directive_short": short, "plateau": 0}
+        return {"directive": directive, "directive_short": short, "plateau": 0,
+                "director_usage": usage.add(state.get("director_usage"), used)}
 
     # -- helpers
 
@@ -141,10 +144,12 @@ class Director:
         except RuntimeError:
             return (ws.root / "train.py").read_text()
 
-    def ask(self, model, prompt: str, step: str, config: RunnableConfig | None = None) -> tuple[str, str]:
-        """The model's answer, or the offline director's when the model fails: (text, why it fell back)."""
+    def ask(self, model, prompt: str, step: str, config: RunnableConfig | None = None) -> tuple[str, str, dict]:
+        """The model's answer, or the offline director's when the model fails: (text, why it fell
+        back, the tokens the call used: graph/usage.py; the fallback uses none)."""
         s = self.settings
         messages = [HumanMessage(prompt)]
+        used = usage.add()      # a call that answered nothing still cost its tokens
 
         def on_retry(attempt, wait, error):
             self.on_event("retry", {"attempt": attempt, "wait": wait, "error": error})
@@ -152,16 +157,19 @@ class Director:
         try:
             reply = invoke_with_retry(model, messages, max_attempts=s.llm_max_attempts, on_retry=on_retry,
                                       secrets=s.credentials.secrets(), config=config, redactor=self.redactor)
+            used = usage.of_message(reply)
+            if not usage.reported(reply):
+                self.on_event("usage_missing", {"iteration": None, "who": "director"})
             text = THINKING.sub("", message_text(reply.content)).strip()
             if text:
-                return text, ""
+                return text, "", used
             reason = "the model answered nothing"
         except LLMUnavailable as e:
             reason = str(e)
         except Exception as e:    # 400/401/404 propagate from invoke_with_retry: still only advice
             reason = describe_error(e, self.redactor.extended(s.credentials.secrets()))
         self.on_event("error", {"message": f"director ({step}): {reason}; using the offline director"})
-        return OfflineDirector().respond(messages), reason
+        return OfflineDirector().respond(messages), reason, used
 
     def _annotate(self, state: CampaignState, config: RunnableConfig, **extra) -> None:
         annotate(config, campaign=self.settings.campaign, iteration=state.get("iteration", 0) + 1,

@@ -10,7 +10,8 @@ The campaign graph, wired in one place (build_graph):
   LLM is down, to the director when graph/director.py's `director_due` says so, else to the agent.
 - agent: one experiment, a tool-calling loop over the four tools (graph/agent.py).
 - judge: records each run as a row of results.tsv and applies graph/noise.py's rule: discard,
-  keep, or (a run that beats the best's mean) confirm.
+  keep, or (a run that beats the best's mean) confirm. The verdict row carries the experiment's
+  LLM tokens: the agent's calls of the iteration and the director's calls that preceded it.
 - confirm: re-runs the experiment's commit with a fresh seed and hands the run back to judge.
 - llm_wait: after graph/outage.py's OUTAGE_ITERATIONS iterations in a row lost to an unreachable
   LLM, waits with a growing back-off and probes the endpoint instead of spending iterations;
@@ -31,7 +32,7 @@ from dataclasses import asdict
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
-from graph import noise, outage, results
+from graph import noise, outage, results, usage
 from graph.agent import DESCRIPTION_CHARS, EXPERIMENT_REF, run_agent
 from graph.campaign import Campaign
 from graph.director import director_due
@@ -76,7 +77,8 @@ def setup_node(c: Campaign):
                                                               "--noise-runs 1: seed noise not measured")
             results.append_row(c.results_path, {
                 **_row(sha, run, status, "baseline", 0, noise.mean(values) if status == results.KEEP else None),
-                **_measured(run, k, values, measured, reason)})
+                **_measured(run, k, values, measured, reason),
+                **(_tokens(None, None) if status == results.KEEP else {})})     # the baseline calls no LLM
             c.on_event("recorded", {"iteration": 0, "status": status, "val_bpb": run.val_bpb, "description": "baseline",
                                     "reason": reason})
             done = c.rows(0)
@@ -149,9 +151,12 @@ def judge_node(c: Campaign):
             c.workspace.keep(f"keep {iteration}")
         else:
             c.workspace.discard()
-        best = noise.standing(results.rows(c.results_path)).best_mean
+        recorded = results.rows(c.results_path)
+        best = noise.standing(recorded).best_mean
+        spent = usage.totals(recorded)
         c.on_event("verdict", {"iteration": iteration, "status": row.status, "best": best, "reason": row.reason,
-                               "runs": len(rows)})
+                               "runs": len(rows), "tokens": usage.totals([row]).total, "total_tokens": spent.total,
+                               "cost": spent.cost(c.settings.llm_price_in_per_mtok, c.settings.llm_price_out_per_mtok)})
         annotate(config, iteration=iteration, commit=row.commit, val_bpb=row.val_bpb, status=row.status,
                  best_val_bpb=best)
         directive_used = bool(outcome.get("directive"))
@@ -159,7 +164,8 @@ def judge_node(c: Campaign):
                 "stall": 0 if kept else state.get("stall", 0) + 1,
                 "plateau": 0 if kept else state.get("plateau", 0) + 1,
                 "directive": "" if directive_used else state.get("directive", ""),
-                "llm_outage": outage.after_iteration(state, outcome), "outcome": {}}
+                "llm_outage": outage.after_iteration(state, outcome), "outcome": {},
+                "director_usage": {}}     # the director's tokens are on this row now
     return judge
 
 
@@ -222,6 +228,7 @@ def record(c: Campaign, state: CampaignState, iteration: int, outcome: Outcome, 
         **_measured(run, attempt, values, measured, reason),
         "directive": (state.get("directive_short") or outcome["directive"]) if outcome.get("directive") else "",
         "agent_choice": outcome.get("agent_choice", ""),
+        **(_tokens(outcome.get("usage"), state.get("director_usage")) if status != results.MEASURE else {}),
     })
     fault_point("judge-after-row")
 
@@ -232,6 +239,13 @@ def _measured(run: RunResult | None, attempt: int, values: list, measured: noise
     return {"seed": run.seed if run and run.seed is not None else "", "runs": attempt if run else 0,
             "mean": f"{m:.6f}" if m is not None else "", "reason": reason,
             "sigma": f"{measured.sigma:.6f}" if measured.sigma is not None else ""}
+
+
+def _tokens(agent: dict | None, director: dict | None) -> dict:
+    """The token columns of an experiment's verdict row (a measure row leaves them empty)."""
+    agent, director = usage.add(agent), usage.add(director)
+    return {"agent_input_tokens": agent[usage.IN], "agent_output_tokens": agent[usage.OUT],
+            "director_input_tokens": director[usage.IN], "director_output_tokens": director[usage.OUT]}
 
 
 def _short(sha: str | None) -> str | None:
@@ -272,7 +286,28 @@ def stop_reason(c: Campaign, state: CampaignState) -> str:
         return f"reached --max-iterations {s.max_iterations}"
     if s.max_hours is not None and time.time() - state.get("started_at", time.time()) >= s.max_hours * 3600:
         return f"reached --max-hours {s.max_hours}"
-    return outage.stop_reason(state.get("llm_outage"), s.max_llm_outage)
+    outage_reason = outage.stop_reason(state.get("llm_outage"), s.max_llm_outage)
+    if outage_reason:
+        return outage_reason
+    if s.max_llm_tokens is not None or s.max_llm_cost is not None:
+        return llm_budget_spent(c)
+    return ""
+
+
+def llm_budget_spent(c: Campaign) -> str:
+    """The --max-llm-tokens / --max-llm-cost stop, on the totals results.tsv records (so a resumed
+    campaign counts what its earlier sessions spent)."""
+    s = c.settings
+    spent = usage.totals(results.rows(c.results_path))
+    if s.max_llm_tokens is not None and spent.total >= s.max_llm_tokens:
+        return (f"reached --max-llm-tokens {s.max_llm_tokens}: the campaign's LLM calls used {spent.total} tokens "
+                f"(agent {spent.agent}, director {spent.director})")
+    cost = spent.cost(s.llm_price_in_per_mtok, s.llm_price_out_per_mtok)
+    if s.max_llm_cost is not None and cost is not None and cost >= s.max_llm_cost:
+        return (f"reached --max-llm-cost {s.max_llm_cost}: the campaign's LLM calls cost ${cost:.4f} "
+                f"({spent.total} tokens at ${s.llm_price_in_per_mtok or 0}/${s.llm_price_out_per_mtok or 0} "
+                f"per million input/output tokens)")
+    return ""
 
 
 # -----------------------------------------------------------------------------

@@ -3,10 +3,13 @@ Campaign report: read a results.tsv, compute the campaign's figures, write repor
 
     python -m graph.report RUN_DIR_OR_TSV [--out DIR]     # writes report.md and progress.png
     python -m graph.report RUN_DIR_OR_TSV --json          # prints the figures, writes nothing
+    (both take [--llm-price-in-per-mtok USD] [--llm-price-out-per-mtok USD] for the LLM cost)
 
-Every format graph.results.FORMATS reads is understood, told apart by its header line: ours (v3,
-one row per training run, several runs per experiment; its columns are defined once, in
-docs/INTERFACES.md), its older versions ours-v2 and ours-v1, autoresearch's and autoautoresearch's.
+Every format graph.results.FORMATS reads is understood, told apart by its header line: ours (v4,
+one row per training run, several runs per experiment, LLM tokens per experiment; its columns are
+defined once, in docs/INTERFACES.md), its older versions ours-v3, ours-v2 and ours-v1,
+autoresearch's and autoautoresearch's. The prices default to $AUTORESEARCH_LLM_PRICE_IN_PER_MTOK
+and $AUTORESEARCH_LLM_PRICE_OUT_PER_MTOK; a campaign passes its own settings.
 
 Definitions (report.md quotes this list as it stands here):
 
@@ -45,6 +48,15 @@ experiment of one run whose mean is its val_bpb.
   workspace/harness.json names the profile) = sum(training_seconds) over all rows / wall * 100
   with wall = last timestamp - first timestamp + first row's total_seconds: a row is stamped when
   it is recorded, after its run, so the first run lies just before the first timestamp.
+- ours v4 only: agent tokens, director tokens = the sums of the verdict rows' agent_* and
+  director_* token columns, input + output (measure rows carry none; an experiment's tokens are
+  the agent's calls of its iteration, retries' successful calls included, and the director's
+  calls that preceded it); LLM tokens = agent + director tokens; input / output tokens: the same
+  split the other way. Tokens per experiment = LLM tokens / the number of experiments after the
+  baseline (the baseline calls no LLM). A call whose provider reports no usage counts 0.
+- ours v4 only, with a price set: LLM cost $ = (input tokens * input price + output tokens *
+  output price) / 1,000,000, prices in dollars per million tokens (a price not set counts 0);
+  cost per experiment = LLM cost / the experiments after the baseline.
 """
 
 import argparse
@@ -54,13 +66,16 @@ import os
 import sys
 
 from graph.plot import plot_progress
-from graph.results import CRASH, DISCARD, NO_RUN, RESULTS_FILE, ResultsError, multi_run, read_results, resolve_tsv
+from graph import usage
+from graph.results import (CRASH, DISCARD, NO_RUN, RESULTS_FILE, ResultsError, has_tokens, multi_run, read_results,
+                           resolve_tsv)
 
 # -----------------------------------------------------------------------------
 # Constants
 
 REPORT_FILE = "report.md"
 PLOT_FILE = "progress.png"
+PRICE_ENV = ("AUTORESEARCH_LLM_PRICE_IN_PER_MTOK", "AUTORESEARCH_LLM_PRICE_OUT_PER_MTOK")
 
 EXIT_USAGE = 2  # missing file, unknown header: the caller's mistake, not ours
 DEVICE_WORDS = {"cuda": "GPU", "cpu": "CPU"}   # a profile's device, as the report names it
@@ -101,8 +116,24 @@ def _time_share_pct(rows, part):
     return sum(_seconds(r) for r in rows if part(r)) / total * 100 if total > 0 else None
 
 
-def compute_figures(rows):
-    """The campaign's figures as a plain dict (JSON-ready). See the module docstring for definitions."""
+def _token_figures(rows, after, prices):
+    spent = usage.totals(rows)
+    cost = spent.cost(*prices)
+    return {
+        "agent_tokens": spent.agent,
+        "director_tokens": spent.director,
+        "llm_tokens": spent.total,
+        "input_tokens": spent.input,
+        "output_tokens": spent.output,
+        "tokens_per_experiment": spent.total / after if after > 0 else None,
+        "llm_cost": cost,
+        "cost_per_experiment": cost / after if cost is not None and after > 0 else None,
+    }
+
+
+def compute_figures(rows, prices=(None, None)):
+    """The campaign's figures as a plain dict (JSON-ready). See the module docstring for definitions.
+    `prices`: dollars per million (input, output) tokens, None where not set."""
     verdicts = [r for r in rows if r.is_verdict]
     n = len(verdicts)
     keeps = [r for r in verdicts if r.kept]
@@ -147,6 +178,9 @@ def compute_figures(rows):
         "directive_keeps": sum(r.directive_led for r in later_keeps) if ours else None,
         "agent_keeps": sum(not r.directive_led for r in later_keeps) if ours else None,
         "gpu_duty_pct": _gpu_duty_pct(rows) if ours else None,
+        **(_token_figures(rows, len(later), prices) if has_tokens(fmt) else
+           dict.fromkeys(("agent_tokens", "director_tokens", "llm_tokens", "input_tokens", "output_tokens",
+                          "tokens_per_experiment", "llm_cost", "cost_per_experiment"))),
     }
 
 
@@ -176,6 +210,14 @@ FIGURE_LABELS = [  # (key, label, format); figures that are None are left out of
     ("directive_keeps", "directive-led keeps", "{}"),
     ("agent_keeps", "agent-led keeps", "{}"),
     ("gpu_duty_pct", "{device} duty (training / wall time)", "{:.1f}%"),
+    ("llm_tokens", "LLM tokens (agent + director)", "{:,}"),
+    ("agent_tokens", "agent tokens", "{:,}"),
+    ("director_tokens", "director tokens", "{:,}"),
+    ("input_tokens", "input tokens (all calls)", "{:,}"),
+    ("output_tokens", "output tokens (all calls)", "{:,}"),
+    ("tokens_per_experiment", "LLM tokens per experiment", "{:,.0f}"),
+    ("llm_cost", "LLM cost", "${:.4f}"),
+    ("cost_per_experiment", "LLM cost per experiment", "${:.4f}"),
 ]
 
 
@@ -283,6 +325,18 @@ def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE, device=UNKNOWN_D
                       [[str(r.number), f"`{r.commit or '-'}`", _fmt_mean(r), str(r.runs),
                         _md(r.description), _md(r.reason)] for r in rejected])
 
+    if figures.get("llm_tokens") is not None:
+        out += ["", "## LLM usage", ""]
+        cost = f", ${figures['llm_cost']:.4f}" if figures["llm_cost"] is not None else " (no price set, so no cost)"
+        out.append(f"{figures['llm_tokens']:,} tokens{cost}: agent {figures['agent_tokens']:,}, director "
+                   f"{figures['director_tokens']:,}; input {figures['input_tokens']:,}, output {figures['output_tokens']:,}.")
+        spent = sorted((r for r in verdicts if not r.is_baseline), key=lambda r: -usage.totals([r]).total)[:5]
+        if spent and usage.totals(spent).total:
+            out += ["", "The experiments that used the most tokens:", ""]
+            out += _table(["#", "agent tokens", "director tokens", "status", "description"],
+                          [[str(r.number), f"{usage.totals([r]).agent:,}", f"{usage.totals([r]).director:,}",
+                            r.status, _md(r.description)] for r in spent])
+
     out += ["", "## Crashes", ""]
     crashed = [r for r in verdicts if r.status == CRASH]
     if crashed:
@@ -299,12 +353,13 @@ def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE, device=UNKNOWN_D
 # -----------------------------------------------------------------------------
 # The entry points
 
-def write_report(run_dir_or_tsv, out_dir=None):
+def write_report(run_dir_or_tsv, out_dir=None, prices=(None, None)):
     """Read the results, write report.md and progress.png into out_dir (default: next to the tsv),
-    return the figures. Cheap enough to call after every iteration."""
+    return the figures. Cheap enough to call after every iteration. `prices`: dollars per million
+    (input, output) tokens, for the cost figures."""
     tsv = resolve_tsv(run_dir_or_tsv)
     rows = read_results(tsv)
-    figures = compute_figures(rows)
+    figures = compute_figures(rows, prices)
     out_dir = out_dir or os.path.dirname(os.path.abspath(tsv))
     os.makedirs(out_dir, exist_ok=True)
     name = campaign_name(tsv)
@@ -319,19 +374,31 @@ def write_report(run_dir_or_tsv, out_dir=None):
     return figures
 
 
+def _env_price(name):
+    value = os.environ.get(name, "").strip()
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m graph.report", description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("path", help="a run dir holding results.tsv, or a results.tsv file")
     parser.add_argument("--out", help="where to write report.md and progress.png (default: next to the tsv)")
     parser.add_argument("--json", action="store_true",
                         help="print the figures as one JSON object and write nothing (no report.md, no progress.png)")
+    for flag, what, env in zip(("--llm-price-in-per-mtok", "--llm-price-out-per-mtok"), ("input", "output"), PRICE_ENV):
+        parser.add_argument(flag, type=float, default=_env_price(env), metavar="USD",
+                            help=f"dollars per million {what} tokens, for the cost (default: ${env})")
     args = parser.parse_args(argv)
     if args.json and args.out:
         parser.error("--json writes nothing, so --out has nothing to place")
     logging.basicConfig(format="report: warning: %(message)s", level=logging.WARNING)
     try:
-        figures = compute_figures(read_results(resolve_tsv(args.path))) if args.json else \
-            write_report(args.path, args.out)
+        prices = (args.llm_price_in_per_mtok, args.llm_price_out_per_mtok)
+        figures = compute_figures(read_results(resolve_tsv(args.path)), prices) if args.json else \
+            write_report(args.path, args.out, prices)
     except ResultsError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return EXIT_USAGE

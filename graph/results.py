@@ -28,11 +28,15 @@ COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description",        # a
            "iteration", "best_val_bpb", "training_seconds", "total_seconds", "directive",
            "agent_choice", "timestamp",                                      # ours-v1
            "sandbox",                                                        # ours-v2
-           "seed", "runs", "mean", "sigma", "reason")                        # ours (v3): multi-run
+           "seed", "runs", "mean", "sigma", "reason",                        # ours-v3: multi-run
+           "agent_input_tokens", "agent_output_tokens",                      # ours (v4): LLM tokens
+           "director_input_tokens", "director_output_tokens")
+TOKEN_COLUMNS = COLUMNS[18:]
 
 # header -> format name; matched on the exact column names, lower-cased, in order
 FORMATS = {
     "ours": COLUMNS,
+    "ours-v3": COLUMNS[:18],     # before the token columns
     "ours-v2": COLUMNS[:13],     # one run per experiment
     "ours-v1": COLUMNS[:12],     # before the sandbox
     "autoresearch": COLUMNS[:5],
@@ -64,7 +68,7 @@ class ResultsError(Exception):
 @dataclass
 class Row:
     """One line of results.tsv: one training run (or a no-run). A row of a format that does not
-    record runs (all but ours v3, or a v3 writer that left `runs` empty) is an experiment of its
+    record runs (ours v1, v2 and the foreign ones, or a writer that left `runs` empty) is an experiment of its
     own: runs 1 (0 for a no-run) and mean = val_bpb."""
     index: int                 # 0-based position among the parsed rows; 0 is the baseline's (first) run
     fmt: str                   # which of FORMATS the row was read from
@@ -84,6 +88,11 @@ class Row:
     mean: float | None = None  # mean val_bpb of the experiment's successful runs up to this row
     sigma: float | None = None  # the campaign's pooled seed-noise estimate after this row
     reason: str = ""
+    # LLM tokens of the experiment (ours v4, verdict rows; None: not recorded, e.g. a measure row)
+    agent_input_tokens: int | None = None
+    agent_output_tokens: int | None = None
+    director_input_tokens: int | None = None
+    director_output_tokens: int | None = None
 
     @property
     def kept(self):
@@ -169,6 +178,9 @@ def _parse_row(fmt, fields, index):
         row.mean = _metric(f["mean"]) if f["mean"].strip() else None
         row.sigma = _number(f["sigma"])
         row.reason = f["reason"].strip()
+    for column in TOKEN_COLUMNS:
+        if column in f:
+            setattr(row, column, _number(f[column], int))
     if row.runs is None:       # the row does not say: it is its own experiment
         row.runs = 0 if row.status == NO_RUN else 1
         row.mean = row.val_bpb
@@ -183,6 +195,11 @@ def resolve_tsv(path):
     if not os.path.isfile(path):
         raise ResultsError(f"no results file at {path}")
     return path
+
+
+def has_tokens(fmt):
+    """The format records the LLM tokens of each experiment."""
+    return TOKEN_COLUMNS[0] in FORMATS.get(fmt, ())
 
 
 def multi_run(fmt):

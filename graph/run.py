@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from graph import results
+from graph import results, usage
 from graph.status import StatusFile, parse_step
 from graph.campaign import CHECKPOINT_DB, Campaign, CampaignError, open_campaign, resume_input
 from graph.configuration import Settings, parse_settings
@@ -60,6 +60,7 @@ class LiveUI:
         self.stall = 0
         self.iteration = 0
         self.shown = (-1, 0.0)     # plain mode: the last progress line's (tenth of the budget, time)
+        self.warned_usage = False
 
     def __enter__(self):
         self.progress.start()
@@ -84,7 +85,7 @@ class LiveUI:
             if self.plain:
                 p.console.print(self.status(data["phase"]), highlight=False)
         elif kind == "recorded":
-            refresh_report(self.c.run_dir)
+            refresh_report(self.c.run_dir, prices(self.c.settings))
             colour = STATUS_COLOURS.get(data["status"], "white")
             bpb = f"{data['val_bpb']:.6f}" if data.get("val_bpb") else "-"
             p.console.print(f"[{colour}]#{data['iteration']:<3} {data['status']:<8}[/] val_bpb {bpb}  {data['description']}")
@@ -92,6 +93,15 @@ class LiveUI:
                 p.console.print(f"     [dim]{data['reason']}[/]")
         elif kind == "verdict":
             self.best = data.get("best")
+            if data.get("total_tokens") is not None:
+                cost = f", ${data['cost']:.4f}" if data.get("cost") is not None else ""
+                p.console.print(f"     [dim]LLM tokens: {usage.short(data.get('tokens') or 0)} this experiment, "
+                                f"{usage.short(data['total_tokens'])} in all{cost}[/]")
+        elif kind == "usage_missing":
+            if not self.warned_usage:
+                self.warned_usage = True
+                p.console.print(f"[yellow]the {data['who']} model's provider reports no token usage: its calls count 0 "
+                                "tokens (and --max-llm-tokens / --max-llm-cost cannot see them)[/]")
         elif kind == "stall":
             self.stall = data["stall"]
         elif kind == "tool":
@@ -135,10 +145,14 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f}s"
 
 
-def refresh_report(run_dir: Path) -> dict | None:
+def prices(settings: Settings) -> tuple[float | None, float | None]:
+    return settings.llm_price_in_per_mtok, settings.llm_price_out_per_mtok
+
+
+def refresh_report(run_dir: Path, prices: tuple = (None, None)) -> dict | None:
     from graph.report import write_report
     try:
-        return write_report(run_dir)
+        return write_report(run_dir, prices=prices)
     except Exception as e:    # a report problem must not stop the campaign
         console.print(f"[yellow]could not refresh the report: {e}")
         return None
@@ -186,6 +200,10 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
     console.print(f"judge: {runs} runs per measured code (baseline and candidates, one seed each), kept at "
                   f"{settings.confidence:.1%} one-sided confidence over seed noise" if runs > 1 else
                   "[yellow]judge: one run per experiment (--noise-runs 1): noise-blind, a lucky seed can be kept[/]")
+    recorded = results.rows(campaign.results_path)
+    if recorded and not results.has_tokens(recorded[0].fmt) and (settings.max_llm_tokens or settings.max_llm_cost):
+        console.print(f"[bold yellow]this campaign's results.tsv ({recorded[0].fmt} format) predates the token columns: "
+                      "it records no tokens, so --max-llm-tokens / --max-llm-cost cannot stop it[/]")
     if settings.train and not resumed:
         console.print(f"train.py: from {settings.train}")
     prepare_data(config, log=dim)   # before the baseline's clock
@@ -219,11 +237,15 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
         conn.close()
         tracing.close()
     console.print(summary_table(campaign.run_dir))
-    figures = refresh_report(campaign.run_dir) or {}
+    figures = refresh_report(campaign.run_dir, prices(settings)) or {}
     if campaign.noise_runs > 1 and figures.get("confirm_share_pct") is not None:
         console.print(f"judge: {figures['confirmed_keeps']} confirmed keep(s), {figures['rejected_candidates']} "
                       f"candidate(s) rejected as within noise; confirming took {figures['confirm_share_pct']:.0f}% "
                       f"of the run time, measuring the baseline's noise {figures['noise_share_pct'] or 0:.0f}%")
+    if figures.get("llm_tokens") is not None:
+        cost = f", ${figures['llm_cost']:.4f}" if figures.get("llm_cost") is not None else ""
+        console.print(f"LLM tokens: {figures['llm_tokens']:,} (agent {figures['agent_tokens']:,}, director "
+                      f"{figures['director_tokens']:,}){cost}")
     console.print(f"report: {campaign.run_dir / 'report.md'}, plot: {campaign.run_dir / 'progress.png'}")
     console.print(f"stopped: {final.get('stop_reason') or 'done'}")
     return final

@@ -16,6 +16,7 @@ class Outcome(TypedDict, total=False):
     llm_down_since: float   # wall-clock time of that unanswered call's first attempt
     attempt: int            # which run of the experiment `run` is: 1 the agent's, 2.. confirmations
     confirm: bool           # the judge wants another run of this experiment (graph/noise.py)
+    usage: dict             # the agent's LLM tokens this iteration (graph/usage.py: input_tokens, output_tokens)
 
 
 class LLMOutage(TypedDict, total=False):
@@ -42,3 +43,4 @@ class CampaignState(TypedDict, total=False):
     started_at: float       # wall-clock start of the campaign (for --max-hours)
     stop_reason: str        # set when the campaign should end
     llm_outage: LLMOutage | None   # the LLM unreachable, iterations in a row (None: it answers)
+    director_usage: dict    # the director's LLM tokens since the last verdict row (recorded on the next one)

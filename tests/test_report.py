@@ -58,7 +58,7 @@ V2_EXPECTED = {
     "confirm_share_pct": 0.0, "noise_share_pct": 0.0,
 }
 
-V3_HEADER = "\t".join(FORMATS["ours"])
+V3_HEADER = "\t".join(FORMATS["ours-v3"])      # before the token columns (ours v4): still read
 # 13 rows, 6 experiments, timestamps every 360 s. The baseline runs 3 seeds (mean 1.04, σ = the
 # sample std of 1.05, 1.04, 1.03 = 0.01); iteration 1 is a single-run discard; iteration 2 beats the best,
 # is confirmed on two more seeds and kept (its directive followed); iteration 3's first run has
@@ -83,7 +83,7 @@ V3_ROWS = [
 ]
 
 V3_EXPECTED = {
-    "format": "ours",
+    "format": "ours-v3",
     "experiments": 6,                             # verdict rows 2, 3, 6, 9, 11, 12 (iterations 0-5)
     "runs": 12,                                   # every row but the no-run
     "keeps": 2,                                   # iterations 0 and 2
@@ -110,6 +110,29 @@ V3_EXPECTED = {
     "agent_keeps": 0,
     # training: 11*300 + 10 = 3310 s; wall: 72 min = 4320 s + the first row's total 340 s = 4660 s
     "gpu_duty_pct": 3310 / 4660 * 100,            # 71.0
+    # no token columns in this format: no token figures (not zeros)
+    "llm_tokens": None, "agent_tokens": None, "director_tokens": None, "tokens_per_experiment": None,
+    "llm_cost": None,
+}
+
+V4_HEADER = "\t".join(FORMATS["ours"])
+# the v3 campaign with the LLM tokens (agent in, agent out, director in, director out) on its
+# verdict rows; the measure rows leave them empty. Iteration 2 followed a directive: the director's
+# tokens are on its verdict row.
+V4_TOKENS = {2: "0 | 0 | 0 | 0", 3: "1000 | 200 | 0 | 0", 6: "3000 | 500 | 800 | 100", 9: "2000 | 300 | 0 | 0",
+             11: "1500 | 250 | 0 | 0", 12: "400 | 50 | 0 | 0"}
+V4_ROWS = [row + " | " + V4_TOKENS.get(i, " |  |  | ") for i, row in enumerate(V3_ROWS)]
+PRICES = (0.5, 2.0)      # dollars per million input, output tokens
+V4_EXPECTED = {
+    **V3_EXPECTED,
+    "format": "ours",
+    "agent_tokens": 7900 + 1300,                  # in + out over the verdict rows
+    "director_tokens": 900,
+    "llm_tokens": 10100,
+    "input_tokens": 8700, "output_tokens": 1400,
+    "tokens_per_experiment": 10100 / 5,           # 5 experiments after the baseline
+    "llm_cost": (8700 * 0.5 + 1400 * 2.0) / 1e6,  # $0.00725
+    "cost_per_experiment": (8700 * 0.5 + 1400 * 2.0) / 1e6 / 5,
 }
 
 AUTORESEARCH = tsv(
@@ -218,7 +241,7 @@ def test_rows_parsed_fields(tmp_path):
 
 def test_v3_rows_parsed_fields(tmp_path):
     rows = read_results(write_run(tmp_path, tsv(V3_HEADER, *V3_ROWS)))
-    assert rows[0].fmt == "ours" and len(rows) == 13
+    assert rows[0].fmt == "ours-v3" and len(rows) == 13
     assert [r.iteration for r in rows] == [0, 0, 0, 1, 2, 2, 2, 3, 3, 3, 4, 4, 5]
     assert [r.is_verdict for r in rows] == [False, False, True, True, False, False, True, False, False, True,
                                             False, True, True]
@@ -243,7 +266,7 @@ def test_rows_without_runs_are_experiments_of_one_run(tmp_path):
     path = tmp_path / "new.tsv"
     results.append_row(path, {"commit": "aaaaaaa", "val_bpb": "1.000000", "status": "keep", "iteration": 0})
     results.append_row(path, {"commit": "-", "val_bpb": "0.000000", "status": "no-run", "iteration": 1})
-    assert path.read_text().splitlines()[0] == V3_HEADER      # a new file gets the current header
+    assert path.read_text().splitlines()[0] == "\t".join(FORMATS["ours"])   # a new file gets the current header
     base, skipped = read_results(path)
     assert (base.runs, base.mean, base.seed, base.sigma) == (1, 1.0, None, None)
     assert (skipped.runs, skipped.mean) == (0, None)
@@ -325,7 +348,8 @@ def test_report_md_v3(tmp_path):
     run = write_run(tmp_path, tsv(V3_HEADER, *V3_ROWS), name="night-8")
     assert_figures(write_report(run), V3_EXPECTED)
     md = (run / REPORT_FILE).read_text(encoding="utf-8")
-    assert "Source: `results.tsv` (ours format, 13 rows)." in md
+    assert "Source: `results.tsv` (ours-v3 format, 13 rows)." in md
+    assert "## LLM usage" not in md and "| LLM tokens" not in md     # the format records none
     for line in ("| training runs (every seed) | 12 |", "| total improvement (bpb) | 0.040000 |",
                  "| total improvement (σ) | 3.33σ |", "| seed noise σ (one run) | 0.012000 |",
                  "| confirmed keeps (2+ runs) | 1 |", "| rejected candidates (failed confirmation) | 1 |",
@@ -572,3 +596,47 @@ def test_results_module_needs_neither_report_nor_matplotlib():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+# -----------------------------------------------------------------------------
+# LLM tokens (ours v4)
+
+def test_v4_token_columns_are_read_and_summed(tmp_path):
+    rows = read_results(write_run(tmp_path, tsv(V4_HEADER, *V4_ROWS)))
+    assert rows[0].fmt == "ours" and len(rows) == 13
+    assert [r.agent_input_tokens for r in rows] == [None, None, 0, 1000, None, None, 3000, None, None, 2000,
+                                                    None, 1500, 400]
+    assert rows[6].director_input_tokens == 800 and rows[6].director_output_tokens == 100
+    assert_figures(compute_figures(rows, PRICES), V4_EXPECTED)
+    # no price: every token figure, no cost
+    unpriced = compute_figures(rows)
+    assert unpriced["llm_tokens"] == 10100 and unpriced["llm_cost"] is None and unpriced["cost_per_experiment"] is None
+    # one price alone counts the other as 0
+    assert compute_figures(rows, (None, 2.0))["llm_cost"] == pytest.approx(1400 * 2.0 / 1e6)
+
+
+def test_report_md_llm_usage(tmp_path):
+    run = write_run(tmp_path, tsv(V4_HEADER, *V4_ROWS), name="night-9")
+    assert_figures(write_report(run, prices=PRICES), V4_EXPECTED)
+    md = (run / REPORT_FILE).read_text(encoding="utf-8")
+    for line in ("| LLM tokens (agent + director) | 10,100 |", "| agent tokens | 9,200 |",
+                 "| director tokens | 900 |", "| LLM tokens per experiment | 2,020 |", "| LLM cost | $0.0072 |"):
+        assert line in md, line
+    usage = md.split("## LLM usage")[1].split("## Crashes")[0]
+    assert "10,100 tokens, $0.0072: agent 9,200, director 900; input 8,700, output 1,400." in usage
+    assert "| 2 | 3,500 | 900 | keep | wider mlp |" in usage.splitlines()[usage.splitlines().index(
+        "| # | agent tokens | director tokens | status | description |") + 2]   # the costliest first
+    assert "- ours v4 only, with a price set: LLM cost $" in md.split("## Definitions")[1]
+    write_report(run)
+    assert "(no price set, so no cost)" in (run / REPORT_FILE).read_text(encoding="utf-8")
+
+
+def test_cli_prices_from_flags_and_environment(tmp_path, monkeypatch):
+    run = write_run(tmp_path, tsv(V4_HEADER, *V4_ROWS))
+    res = cli(run, "--json", "--llm-price-in-per-mtok", "0.5", "--llm-price-out-per-mtok", "2")
+    assert res.returncode == 0, res.stderr
+    assert_figures(json.loads(res.stdout), V4_EXPECTED)
+    monkeypatch.setenv("AUTORESEARCH_LLM_PRICE_IN_PER_MTOK", "0.5")
+    monkeypatch.setenv("AUTORESEARCH_LLM_PRICE_OUT_PER_MTOK", "2")
+    res = cli(run, "--json")
+    assert json.loads(res.stdout)["llm_cost"] == pytest.approx(V4_EXPECTED["llm_cost"])
