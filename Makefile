@@ -1,16 +1,16 @@
-# One command to set up and run, one to set up and test. Both create .venv on first use.
+# One command to set up and run, one to set up and test, one for LangGraph Studio. All create .venv on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup run test clean
+.PHONY: setup run test studio clean
 
 $(VENV)/.installed: pyproject.toml scripts/install_torch.sh scripts/install_bubblewrap.sh
 	bash scripts/install_bubblewrap.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	bash scripts/install_torch.sh $(PY)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,studio]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -20,6 +20,9 @@ run: setup         ## a campaign: offline demo with no key/GPU; pass flags with 
 
 test: setup        ## the whole test suite (CPU)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+studio: setup      ## LangGraph Studio: `langgraph dev` on the campaign graph; pass flags with ARGS="..."
+	$(VENV)/bin/langgraph dev --no-reload --no-browser $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

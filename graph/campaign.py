@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,7 @@ from graph.director import Director
 from graph.llm import Models
 from nanochat.config import HARNESS_FILE, HarnessConfig
 from tools import RunResult, Workspace, make_tools, run_training
+from tools.workspace import git
 from tools.redact import Redactor
 
 CHECKPOINT_DB = "checkpoints.sqlite"
@@ -75,6 +77,13 @@ class Campaign:
         self.director = Director(self.settings, self.models, self.workspace, self.results_path,
                                  self.on_event, self.redactor, **kwargs)
         return self.director
+
+    @cached_property
+    def identity(self) -> str:
+        """The campaign a graph state belongs to (the state's `campaign`): its name and its workspace's
+        first commit, so a campaign deleted and created again under the same name is another one."""
+        root = git(self.workspace.root, "rev-list", "--max-parents=0", "HEAD").split()[0]
+        return f"{self.settings.campaign}@{root[:12]}"
 
     @property
     def results_path(self) -> Path:

@@ -34,7 +34,7 @@ from langgraph.graph import END, START, StateGraph
 
 from graph import noise, outage, results, usage
 from graph.agent import DESCRIPTION_CHARS, EXPERIMENT_REF, run_agent
-from graph.campaign import Campaign
+from graph.campaign import Campaign, CampaignError
 from graph.director import director_due
 from graph.state import CampaignState, Outcome
 from graph.tracing import annotate
@@ -47,11 +47,37 @@ FAULT_ENV = "AUTORESEARCH_FAULT"   # tests only: SIGKILL this process at a named
 # -----------------------------------------------------------------------------
 # Nodes
 
+def foreign(c: Campaign, state: CampaignState) -> str:
+    """Why `state` must not run here: it belongs to another campaign (a LangGraph server resuming a
+    run it persisted for another campaign, say). "" when it is this campaign's, or predates the key."""
+    owner = state.get("campaign")
+    if not owner or owner == c.identity:
+        return ""
+    return (f"refused: this thread's state belongs to campaign {owner}, not to this graph's campaign "
+            f"{c.identity} ({c.run_dir}); start a new thread")
+
+
+def owned(c: Campaign, node):
+    """`node`, refusing (CampaignError) to run on another campaign's state: a run resumed mid-way
+    must not train, record or commit anything in this campaign."""
+    def guarded(state: CampaignState, config: RunnableConfig) -> dict:
+        reason = foreign(c, state)
+        if reason:
+            raise CampaignError(reason)
+        return node(state, config)
+    guarded.__name__ = node.__name__
+    return guarded
+
+
 def setup_node(c: Campaign):
     def setup(state: CampaignState, config: RunnableConfig) -> dict:
+        reason = foreign(c, state)
+        if reason:                           # stop_check says the same and ends the run
+            annotate(config, status="refused")
+            return {"stop_reason": reason}
         if state.get("best_commit"):
             annotate(config, iteration=0, commit=_short(state["best_commit"]), status="done before")
-            return {}
+            return {"campaign": c.identity}
         started = state.get("started_at") or time.time()
         runs = c.noise_runs
         done = c.rows(0)
@@ -64,7 +90,7 @@ def setup_node(c: Campaign):
             if run.status != "ok":
                 c.on_event("error", {"message": f"the baseline train.py failed ({run.status}): {run.message}"})
                 annotate(config, iteration=0, status=f"baseline {run.status}")
-                return {"stop_reason": f"baseline failed: {run.status}", "started_at": started,
+                return {"campaign": c.identity, "stop_reason": f"baseline failed: {run.status}", "started_at": started,
                         "iteration": 0, "stall": 0, "plateau": 0}
             sha = c.workspace.keep("baseline")
             values = [r.val_bpb for r in done if r.val_bpb is not None] + [run.val_bpb]
@@ -85,7 +111,7 @@ def setup_node(c: Campaign):
         row = done[-1]
         best = noise.standing(results.rows(c.results_path)).best_mean
         annotate(config, iteration=0, commit=row.commit, val_bpb=best, status=row.status)
-        return {"iteration": 0, "baseline_val_bpb": best, "best_val_bpb": best,
+        return {"campaign": c.identity, "iteration": 0, "baseline_val_bpb": best, "best_val_bpb": best,
                 "best_commit": c.workspace.best_commit(), "stall": 0, "plateau": 0, "directive": "", "started_at": started,
                 "stop_reason": ""}
     return setup
@@ -93,12 +119,14 @@ def setup_node(c: Campaign):
 
 def stop_check_node(c: Campaign):
     def stop_check(state: CampaignState, config: RunnableConfig) -> dict:
-        reason = stop_reason(c, state)
+        reason = foreign(c, state) or stop_reason(c, state)
         annotate(config, iteration=state.get("iteration"), commit=_short(state.get("best_commit")),
                  val_bpb=state.get("best_val_bpb"), status="stop" if reason else "continue",
                  stall=state.get("stall", 0))
         c.on_event("stall", {"stall": state.get("stall", 0), "patience": c.settings.plateau_patience})
-        return {"stop_reason": reason}
+        if reason or state.get("campaign"):
+            return {"stop_reason": reason}
+        return {"stop_reason": reason, "campaign": c.identity}   # a checkpoint from before the key
     return stop_check
 
 
@@ -317,8 +345,8 @@ def build_graph(c: Campaign, checkpointer=None):
     g = StateGraph(CampaignState)
     g.add_node("setup", setup_node(c))
     g.add_node("stop_check", stop_check_node(c))
-    g.add_node("agent", agent_node(c))
-    g.add_node("judge", judge_node(c))
+    g.add_node("agent", owned(c, agent_node(c)))
+    g.add_node("judge", owned(c, judge_node(c)))
     g.add_edge(START, "setup")
     g.add_edge("setup", "stop_check")
     g.add_node("llm_wait", outage.wait_node(c))
@@ -329,7 +357,7 @@ def build_graph(c: Campaign, checkpointer=None):
         g.add_edge("director", "agent")
         targets.append("director")
     g.add_conditional_edges("stop_check", route_after_stop_check(c), targets)
-    g.add_node("confirm", confirm_node(c))
+    g.add_node("confirm", owned(c, confirm_node(c)))
     g.add_edge("agent", "judge")
     g.add_conditional_edges("judge", route_after_judge, ["confirm", "stop_check"])
     g.add_edge("confirm", "judge")

@@ -29,6 +29,7 @@ class LLMOutage(TypedDict, total=False):
 
 
 class CampaignState(TypedDict, total=False):
+    campaign: str           # whose state this is: Campaign.identity, set by setup; every node refuses another's
     iteration: int          # experiments recorded after the baseline (the baseline is 0)
     baseline_val_bpb: float
     best_val_bpb: float     # the best code's mean over its runs

@@ -1,5 +1,6 @@
 """Traces: the campaign's run tree in a LangSmith server (a local fake) and in traces.jsonl, no secret in either."""
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -299,9 +300,13 @@ def test_langgraph_json_names_the_studio_factory_and_it_builds_the_campaign_grap
     monkeypatch.chdir(tmp_path)     # no .env from the developer's checkout
     from graph import studio
 
-    graph = studio.make_graph()
+    assert asyncio.iscoroutinefunction(studio.make_graph)    # blocking work off the server's event loop
+    graph = asyncio.run(studio.make_graph())
     assert {"setup", "stop_check", "agent", "judge"} <= set(graph.get_graph().nodes)
     assert graph.checkpointer is None       # the LangGraph server brings its own
     assert (tmp_path / "runs" / "studio" / "workspace" / "train.py").is_file()
-    again = studio.make_graph({"configurable": {}})     # the server calls the factory again and again
-    assert set(again.get_graph().nodes) == set(graph.get_graph().nodes)
+    again = asyncio.run(studio.make_graph({"configurable": {}}))   # the server calls it again and again:
+    assert again is graph                                          # the campaign is opened once
+
+    monkeypatch.delenv("AUTORESEARCH_RUNS_DIR")     # by default, runs live outside the watched repository
+    assert not studio.studio_settings().runs_dir.resolve().is_relative_to(ROOT)
