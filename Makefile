@@ -18,8 +18,10 @@ setup: $(VENV)/.installed
 run: setup         ## a campaign: offline demo with no key/GPU; pass flags with ARGS="..."
 	$(PY) -m graph.run $(ARGS)
 
+# pytest-xdist processes: much of a slow test's time is process start-up and sandboxing
+TEST_WORKERS ?= 2
 test: setup        ## the whole test suite (CPU)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 studio: setup      ## LangGraph Studio: `langgraph dev` on the campaign graph; pass flags with ARGS="..."
 	$(VENV)/bin/langgraph dev --no-reload --no-browser $(ARGS)
