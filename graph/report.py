@@ -75,7 +75,6 @@ from graph.results import (CRASH, DISCARD, NO_RUN, RESULTS_FILE, ResultsError, h
 
 REPORT_FILE = "report.md"
 PLOT_FILE = "progress.png"
-PRICE_ENV = ("AUTORESEARCH_LLM_PRICE_IN_PER_MTOK", "AUTORESEARCH_LLM_PRICE_OUT_PER_MTOK")
 
 EXIT_USAGE = 2  # missing file, unknown header: the caller's mistake, not ours
 DEVICE_WORDS = {"cuda": "GPU", "cpu": "CPU"}   # a profile's device, as the report names it
@@ -114,21 +113,6 @@ def _seconds(r):
 def _time_share_pct(rows, part):
     total = sum(_seconds(r) for r in rows)
     return sum(_seconds(r) for r in rows if part(r)) / total * 100 if total > 0 else None
-
-
-def _token_figures(rows, after, prices):
-    spent = usage.totals(rows)
-    cost = spent.cost(*prices)
-    return {
-        "agent_tokens": spent.agent,
-        "director_tokens": spent.director,
-        "llm_tokens": spent.total,
-        "input_tokens": spent.input,
-        "output_tokens": spent.output,
-        "tokens_per_experiment": spent.total / after if after > 0 else None,
-        "llm_cost": cost,
-        "cost_per_experiment": cost / after if cost is not None and after > 0 else None,
-    }
 
 
 def compute_figures(rows, prices=(None, None)):
@@ -178,7 +162,7 @@ def compute_figures(rows, prices=(None, None)):
         "directive_keeps": sum(r.directive_led for r in later_keeps) if ours else None,
         "agent_keeps": sum(not r.directive_led for r in later_keeps) if ours else None,
         "gpu_duty_pct": _gpu_duty_pct(rows) if ours else None,
-        **(_token_figures(rows, len(later), prices) if has_tokens(fmt) else
+        **(usage.figures(rows, len(later), prices) if has_tokens(fmt) else
            dict.fromkeys(("agent_tokens", "director_tokens", "llm_tokens", "input_tokens", "output_tokens",
                           "tokens_per_experiment", "llm_cost", "cost_per_experiment"))),
     }
@@ -374,22 +358,14 @@ def write_report(run_dir_or_tsv, out_dir=None, prices=(None, None)):
     return figures
 
 
-def _env_price(name):
-    value = os.environ.get(name, "").strip()
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m graph.report", description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("path", help="a run dir holding results.tsv, or a results.tsv file")
     parser.add_argument("--out", help="where to write report.md and progress.png (default: next to the tsv)")
     parser.add_argument("--json", action="store_true",
                         help="print the figures as one JSON object and write nothing (no report.md, no progress.png)")
-    for flag, what, env in zip(("--llm-price-in-per-mtok", "--llm-price-out-per-mtok"), ("input", "output"), PRICE_ENV):
-        parser.add_argument(flag, type=float, default=_env_price(env), metavar="USD",
+    for flag, what, env in zip(("--llm-price-in-per-mtok", "--llm-price-out-per-mtok"), ("input", "output"), usage.PRICE_ENV):
+        parser.add_argument(flag, type=float, default=usage.price_from_env(env), metavar="USD",
                             help=f"dollars per million {what} tokens, for the cost (default: ${env})")
     args = parser.parse_args(argv)
     if args.json and args.out:

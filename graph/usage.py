@@ -12,11 +12,13 @@ from there, so they survive --resume.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 IN, OUT = "input_tokens", "output_tokens"
 MTOK = 1_000_000
+PRICE_ENV = ("AUTORESEARCH_LLM_PRICE_IN_PER_MTOK", "AUTORESEARCH_LLM_PRICE_OUT_PER_MTOK")   # as Settings reads them
 
 
 def of_message(message) -> dict:
@@ -91,3 +93,29 @@ def short(tokens: int) -> str:
     if tokens >= 1000:
         return f"{tokens / 1000:.1f}k"
     return str(tokens)
+
+
+def figures(rows, after: int, prices) -> dict:
+    """The report's token figures (graph/report.py defines them): `after` experiments after the
+    baseline, `prices` dollars per million (input, output) tokens."""
+    spent = totals(rows)
+    cost = spent.cost(*prices)
+    return {
+        "agent_tokens": spent.agent,
+        "director_tokens": spent.director,
+        "llm_tokens": spent.total,
+        "input_tokens": spent.input,
+        "output_tokens": spent.output,
+        "tokens_per_experiment": spent.total / after if after > 0 else None,
+        "llm_cost": cost,
+        "cost_per_experiment": cost / after if cost is not None and after > 0 else None,
+    }
+
+
+def price_from_env(name: str) -> float | None:
+    """A price from the environment (graph.report's default), None when unset or not a number."""
+    value = os.environ.get(name, "").strip()
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
