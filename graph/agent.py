@@ -30,7 +30,6 @@ CHOICES = ("followed", "adapted", "rejected")
 DESCRIPTION_CHARS = 200
 
 
-
 def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
               config: RunnableConfig | None = None) -> Outcome:
     s = c.settings

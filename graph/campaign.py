@@ -110,24 +110,26 @@ class Campaign:
                           gpu=self.settings.gpu, on_progress=self.on_progress, prestart=self.settings.prestart,
                           redactor=self.redactor, unsafe=self.settings.unsafe_no_sandbox, seed=seed,
                           history=lambda: results.history_table(self.results_path),
-                          run_name=None if iteration is None else agent_run_name(iteration))
+                          run_name=None if iteration is None else run_name(iteration, "agent"))
 
-    def train(self, run_name: str, seed: int, baseline: bool = False) -> RunResult:
-        """A run outside the agent's loop: the baseline's (the first one's compile caches seed every
-        later run) and the confirmations'."""
+    def train(self, iteration: int, run: int, baseline: bool = False) -> RunResult:
+        """Run `run` of experiment `iteration` outside the agent's loop, on its seed: the baseline's
+        (the first one's compile caches seed every later run) and the confirmations'."""
+        name = f"{run_name(iteration, 'baseline' if baseline else 'run')}-{run}"
         return run_training(self.workspace, logs_dir=self.logs_dir, gpu=self.settings.gpu,
-                            on_progress=self.on_progress, run_name=run_name, prestart=self.settings.prestart,
+                            on_progress=self.on_progress, run_name=name, prestart=self.settings.prestart,
                             results_path=self.results_path, redact=self.redactor.text,
-                            unsafe=self.settings.unsafe_no_sandbox, seed_compile_cache=baseline, seed=seed)
+                            unsafe=self.settings.unsafe_no_sandbox, seed_compile_cache=baseline and run == 1,
+                            seed=self.seed(iteration, run))
 
     def rows(self, iteration: int) -> list:
         return [r for r in results.rows(self.results_path) if r.iteration == iteration]
 
 
-def agent_run_name(iteration: int) -> str:
-    """The agent's runs in an iteration: `<this>-1`, `<this>-2`, ... (the baseline's and the
-    confirmations' are iter-00000-baseline-K and iter-NNNNN-run-K): logs sort by iteration."""
-    return f"iter-{iteration:05d}-agent"
+def run_name(iteration: int, kind: str) -> str:
+    """The stem of an experiment's run logs, `<stem>-K` for its K-th run: iter-00000-baseline,
+    iter-NNNNN-agent (the agent's runs) and iter-NNNNN-run (confirmations). Logs sort by iteration."""
+    return f"iter-{iteration:05d}-{kind}"
 
 
 def open_campaign(settings: Settings, models: Models,

@@ -211,6 +211,11 @@ class Settings(BaseSettings):
     _credentials: Credentials = PrivateAttr(default_factory=Credentials)
 
     @property
+    def llm_prices(self) -> tuple[float | None, float | None]:
+        """Dollars per million (input, output) tokens, None where not priced (graph/usage.py)."""
+        return self.llm_price_in_per_mtok, self.llm_price_out_per_mtok
+
+    @property
     def credentials(self) -> Credentials:
         return self._credentials
 

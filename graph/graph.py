@@ -86,7 +86,7 @@ def setup_node(c: Campaign):
             c.workspace.discard()
             c.on_event("phase", {"iteration": 0, "phase": "baseline training" if runs == 1 else
                                  f"baseline training (run {k} of {runs}: measuring seed noise)"})
-            run = c.train(f"iter-00000-baseline-{k}", seed=c.seed(0, k), baseline=k == 1)
+            run = c.train(0, k, baseline=True)
             if run.status != "ok":
                 c.on_event("error", {"message": f"the baseline train.py failed ({run.status}): {run.message}"})
                 annotate(config, iteration=0, status=f"baseline {run.status}")
@@ -184,7 +184,7 @@ def judge_node(c: Campaign):
         spent = usage.totals(recorded)
         c.on_event("verdict", {"iteration": iteration, "status": row.status, "best": best, "reason": row.reason,
                                "runs": len(rows), "tokens": usage.totals([row]).total, "total_tokens": spent.total,
-                               "cost": spent.cost(c.settings.llm_price_in_per_mtok, c.settings.llm_price_out_per_mtok)})
+                               "cost": spent.cost(*c.settings.llm_prices)})
         annotate(config, iteration=iteration, commit=row.commit, val_bpb=row.val_bpb, status=row.status,
                  best_val_bpb=best)
         directive_used = bool(outcome.get("directive"))
@@ -209,7 +209,7 @@ def confirm_node(c: Campaign):
         c.workspace.checkout(experiment_commit(c, iteration))
         annotate(config, iteration=iteration, commit=_short(c.workspace.head()), run=attempt)
         c.on_event("phase", {"iteration": iteration, "phase": f"confirming (run {attempt} of {c.noise_runs})"})
-        run = c.train(f"iter-{iteration:05d}-run-{attempt}", seed=c.seed(iteration, attempt))
+        run = c.train(iteration, attempt)
         fault_point("confirm-after-run")
         return {"outcome": {**(state.get("outcome") or {}), "run": asdict(run), "attempt": attempt, "confirm": False}}
     return confirm
@@ -330,7 +330,7 @@ def llm_budget_spent(c: Campaign) -> str:
     if s.max_llm_tokens is not None and spent.total >= s.max_llm_tokens:
         return (f"reached --max-llm-tokens {s.max_llm_tokens}: the campaign's LLM calls used {spent.total} tokens "
                 f"(agent {spent.agent}, director {spent.director})")
-    cost = spent.cost(s.llm_price_in_per_mtok, s.llm_price_out_per_mtok)
+    cost = spent.cost(*s.llm_prices)
     if s.max_llm_cost is not None and cost is not None and cost >= s.max_llm_cost:
         return (f"reached --max-llm-cost {s.max_llm_cost}: the campaign's LLM calls cost ${cost:.4f} "
                 f"({spent.total} tokens at ${s.llm_price_in_per_mtok or 0}/${s.llm_price_out_per_mtok or 0} "

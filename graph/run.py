@@ -14,19 +14,18 @@ import sys
 import time
 from pathlib import Path
 
-from rich.markup import escape
-
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from graph import results, usage
-from graph.status import StatusFile, parse_step
 from graph.campaign import CHECKPOINT_DB, Campaign, CampaignError, open_campaign, resume_input
 from graph.configuration import Settings, parse_settings
 from graph.graph import build_graph
 from graph.llm import Models, make_models
 from graph.prompts import PromptError
+from graph.status import StatusFile, parse_step
 from nanochat.prepare import HarnessError
 from tools.redact import make_undumpable
 from tools.harness_pin import HarnessTampered
@@ -85,7 +84,7 @@ class LiveUI:
             if self.plain:
                 p.console.print(self.status(data["phase"]), highlight=False)
         elif kind == "recorded":
-            refresh_report(self.c.run_dir, prices(self.c.settings))
+            refresh_report(self.c.run_dir, self.c.settings.llm_prices)
             colour = STATUS_COLOURS.get(data["status"], "white")
             bpb = f"{data['val_bpb']:.6f}" if data.get("val_bpb") else "-"
             p.console.print(f"[{colour}]#{data['iteration']:<3} {data['status']:<8}[/] val_bpb {bpb}  {data['description']}")
@@ -143,10 +142,6 @@ class LiveUI:
 
 def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f}s"
-
-
-def prices(settings: Settings) -> tuple[float | None, float | None]:
-    return settings.llm_price_in_per_mtok, settings.llm_price_out_per_mtok
 
 
 def refresh_report(run_dir: Path, prices: tuple = (None, None)) -> dict | None:
@@ -237,7 +232,7 @@ def run_campaign(settings: Settings, models: Models, *, handle_sigint: bool = Fa
         conn.close()
         tracing.close()
     console.print(summary_table(campaign.run_dir))
-    figures = refresh_report(campaign.run_dir, prices(settings)) or {}
+    figures = refresh_report(campaign.run_dir, settings.llm_prices) or {}
     if campaign.noise_runs > 1 and figures.get("confirm_share_pct") is not None:
         console.print(f"judge: {figures['confirmed_keeps']} confirmed keep(s), {figures['rejected_candidates']} "
                       f"candidate(s) rejected as within noise; confirming took {figures['confirm_share_pct']:.0f}% "

@@ -80,11 +80,11 @@ class StatusFile:
         elif kind == "stall":
             s["stall"], s["patience"] = data["stall"], data.get("patience", s["patience"])
         elif kind == "tool":
-            args = {k: _clip(str(v), ARG_CHARS) for k, v in (data.get("args") or {}).items()}
+            args = {k: results.clean(str(v), ARG_CHARS) for k, v in (data.get("args") or {}).items()}
             s["tools"] = (s["tools"] + [{"iteration": data.get("iteration"), "name": data["name"], "args": args,
                                          "at": time.time()}])[-TOOLS_KEPT:]
         elif kind == "error":
-            s["error"] = _clip(str(data.get("message", "")), 300)
+            s["error"] = results.clean(str(data.get("message", "")), 300)
         self.write()
 
     def end(self, stop_reason: str) -> None:
@@ -99,11 +99,6 @@ class StatusFile:
             os.replace(tmp, self.path)
         except OSError:
             pass
-
-
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -----------------------------------------------------------------------------
@@ -296,7 +291,7 @@ def render(run_dir: Path, now: float | None = None) -> str:
         out.append("  iter  status    val_bpb   description")
         for r in rows[-ROWS_SHOWN:]:
             bpb = f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-"
-            out.append(f"  {r.number:>4}  {r.status:<8}  {bpb:<8}  {_clip(r.description, 70)}")
+            out.append(f"  {r.number:>4}  {r.status:<8}  {bpb:<8}  {results.clean(r.description, 70)}")
     else:
         out.append("results.tsv: no rows yet")
     return "\n".join(out)
