@@ -17,31 +17,31 @@ from dataclasses import asdict
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 
-from graph import noise, results, usage
+from graph import noise, usage
 from graph.campaign import Campaign
+from graph.ledger import DESCRIPTION_CHARS, EXPERIMENT_REF
 from graph.llm import LLMUnavailable, invoke_with_retry
 from graph.prompts import AGENT_SYSTEM, AGENT_TASK, directive_section, message_text, render_prompt
 from graph.state import CampaignState, Outcome
 from tools import RunResult
 from tools.redact import clip_for_model
 
-EXPERIMENT_REF = "refs/autoresearch/experiments/{:05d}"   # every experiment's code stays reachable
 CHOICES = ("followed", "adapted", "rejected")
-DESCRIPTION_CHARS = 200
 
 
 def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
               config: RunnableConfig | None = None) -> Outcome:
     s = c.settings
     tools = {t.name: t for t in c.tools(seed=c.seed(iteration, 1), iteration=iteration)}
-    now = noise.standing(results.rows(c.results_path))
+    now = noise.standing(c.ledger.rows())
     values = {
         "iteration": iteration,
         "best_val_bpb": f"{state['best_val_bpb']:.6f}",
         "best_runs": len(now.best),
         "noise": noise_text(c, now),
         "baseline_val_bpb": f"{state['baseline_val_bpb']:.6f}",
-        "history": results.history_table(c.results_path),
+        "history": c.ledger.history(),
+        "others": others_text(c.ledger.in_flight(c.agent)) if c.parallel else "",
         "stall": stall_text(state.get("stall", 0), s.plateau_patience),
         "directive_section": directive_section(directive, s.prompts_dir),
         "max_agent_steps": s.max_agent_steps,
@@ -105,6 +105,10 @@ def call_tool(c: Campaign, tools: dict, call: dict, outcome: Outcome, iteration:
     c.on_event("tool", {"iteration": iteration, "name": name, "args": args})
     if name == "run_training":
         source = (c.workspace.root / "train.py").read_text()
+        refused = c.ledger.propose(c.agent, iteration, source)     # the same code as one done or in flight
+        if refused:
+            c.on_event("refused", {"iteration": iteration, "message": refused})
+            return ToolMessage(refused, tool_call_id=call["id"], name=name)
         c.on_event("phase", {"iteration": iteration, "phase": "training"})
         result = tool.invoke({**call, "type": "tool_call"}, config)
         run = result.artifact
@@ -135,6 +139,16 @@ def noise_text(c: Campaign, now: noise.Standing) -> str:
     return (f"σ = {now.noise.sigma:.4f} per run ({now.noise.runs} repeated runs). A candidate is re-run to "
             f"{runs} runs and kept if their mean beats the best mean by about {margin:.4f} or more "
             f"(t ≥ {crit:.2f}, one-sided {c.settings.confidence:.1%})")
+
+
+def others_text(claims: list[dict]) -> str:
+    """The other agents' experiments in flight, for the prompt: try something else."""
+    if not claims:
+        return ""
+    lines = [f"- agent {c['agent']} (device {c.get('device') or '?'}), experiment {c['iteration']}: "
+             f"{c.get('trying') or 'still thinking'}" for c in claims]
+    return ("## Running now on other agents\n\nOther agents share this campaign. These experiments are in "
+            "flight (changed lines against the best code); do not repeat them:\n\n" + "\n".join(lines))
 
 
 def stall_text(stall: int, patience: int) -> str:

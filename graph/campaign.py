@@ -11,6 +11,7 @@ is not state; `resume_input` says where a reopened campaign's graph carries on.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-from graph import noise, outage, results
+from graph import noise, outage
 from graph.configuration import Settings, resolve_profile
 from graph.director import Director
+from graph.ledger import WORKSPACE_DIR, Ledger
 from graph.llm import Models
 from nanochat.config import HARNESS_FILE, HarnessConfig
 from tools import RunResult, Workspace, make_tools, run_training
@@ -28,7 +30,6 @@ from tools.workspace import git
 from tools.redact import Redactor
 
 CHECKPOINT_DB = "checkpoints.sqlite"
-WORKSPACE_DIR = "workspace"
 MAX_TRAIN_BYTES = 1_000_000  # --train: bigger is not a training script
 HARNESS_CALLS = {"load_harness()": r"\bload_harness\s*\(", "H.finish(...)": r"\.finish\s*\("}
 
@@ -50,7 +51,13 @@ class Events:
 
 @dataclass
 class Campaign:
-    """Everything the nodes need that is not state: settings, paths, models, tools, events.
+    """Everything the nodes need that is not state: settings, paths, models, tools, events, and the
+    campaign's ledger (graph/ledger.py), through which every row, claim and keep goes.
+
+    One agent runs a campaign in its run dir, on the ledger's own workspace. In a parallel campaign
+    (graph/parallel.py) each agent is a Campaign whose `run_dir` is its own folder under the
+    campaign's (its workspace, logs, checkpoints) and whose `ledger` is the shared one; `lead` says
+    which agent trains the baseline.
 
     `redactor` is the campaign's one redactor (tools/redact.py): the provider keys and every
     secret-looking environment value. What goes to the LLM, the tools' answers, the checkpoints
@@ -59,6 +66,11 @@ class Campaign:
     run_dir: Path
     models: Models
     workspace: Workspace
+    ledger: Ledger
+    agent: str = "a1"                   # results.tsv's `agent`
+    device: str = ""                    # results.tsv's `gpu`: the CUDA device or "cpu" ("": from the settings)
+    lead: bool = True                   # trains the baseline (the others wait for it)
+    parallel: bool = False              # one of several agents sharing the ledger
     on_event: Callable[[str, dict], None] | Events = field(default_factory=Events)
     on_progress: Callable[[str], None] | None = None                  # training stdout lines
     stop_requested: threading.Event = field(default_factory=threading.Event)
@@ -70,11 +82,13 @@ class Campaign:
             self.redactor = Redactor.from_env(self.settings.credentials)
         if not isinstance(self.on_event, Events):
             self.on_event = Events(self.on_event)
+        if not self.device:
+            self.device = default_device(self.settings, self.workspace)
 
     def add_director(self, **kwargs) -> Director:
         """Give the campaign its director (the offline one with offline models: same nodes).
         kwargs go to Director (an injected paper source or random generator, in tests)."""
-        self.director = Director(self.settings, self.models, self.workspace, self.results_path,
+        self.director = Director(self.settings, self.models, self.workspace, self.ledger.results_path,
                                  self.on_event, self.redactor, **kwargs)
         return self.director
 
@@ -87,7 +101,7 @@ class Campaign:
 
     @property
     def results_path(self) -> Path:
-        return self.run_dir / results.RESULTS_FILE
+        return self.ledger.results_path
 
     @property
     def logs_dir(self) -> Path:
@@ -95,21 +109,19 @@ class Campaign:
 
     @property
     def noise_runs(self) -> int:
-        """Runs of each measured code: the baseline's, and a candidate's before it can be kept."""
-        if self.settings.noise_runs:
-            return self.settings.noise_runs
-        device = HarnessConfig.read(self.workspace.root / HARNESS_FILE).resolved_profile().device
-        return noise.default_runs(device)
+        return noise_runs(self.settings, self.workspace)
 
     def seed(self, iteration: int, run: int) -> int:
         return noise.run_seed(self.settings.campaign, iteration, run)
 
     def tools(self, seed: int, iteration: int | None = None):
         """The agent's four tools; with `iteration`, its runs' logs are logs/iter-NNNNN-agent-K.log."""
-        return make_tools(self.workspace, results_path=self.results_path, logs_dir=self.logs_dir,
+        # a parallel agent's runs cannot see results.tsv, and other agents append to it meanwhile
+        return make_tools(self.workspace, results_path=None if self.parallel else self.results_path,
+                          logs_dir=self.logs_dir,
                           gpu=self.settings.gpu, on_progress=self.on_progress, prestart=self.settings.prestart,
                           redactor=self.redactor, unsafe=self.settings.unsafe_no_sandbox, seed=seed,
-                          history=lambda: results.history_table(self.results_path),
+                          history=self.ledger.history,
                           run_name=None if iteration is None else run_name(iteration, "agent"))
 
     def train(self, iteration: int, run: int, baseline: bool = False) -> RunResult:
@@ -118,12 +130,30 @@ class Campaign:
         name = f"{run_name(iteration, 'baseline' if baseline else 'run')}-{run}"
         return run_training(self.workspace, logs_dir=self.logs_dir, gpu=self.settings.gpu,
                             on_progress=self.on_progress, run_name=name, prestart=self.settings.prestart,
-                            results_path=self.results_path, redact=self.redactor.text,
+                            results_path=None if self.parallel else self.results_path, redact=self.redactor.text,
                             unsafe=self.settings.unsafe_no_sandbox, seed_compile_cache=baseline and run == 1,
                             seed=self.seed(iteration, run))
 
     def rows(self, iteration: int) -> list:
-        return [r for r in results.rows(self.results_path) if r.iteration == iteration]
+        return self.ledger.rows(iteration)
+
+
+def noise_runs(settings: Settings, workspace: Workspace) -> int:
+    """Runs of each measured code: the baseline's, and a candidate's before it can be kept."""
+    if settings.noise_runs:
+        return settings.noise_runs
+    device = HarnessConfig.read(workspace.root / HARNESS_FILE).resolved_profile().device
+    return noise.default_runs(device)
+
+
+def default_device(settings: Settings, workspace: Workspace) -> str:
+    """What results.tsv's `gpu` says for a one-agent campaign: --gpu, else the first visible CUDA
+    device, or "cpu" for a CPU profile."""
+    if settings.gpu is not None:
+        return str(settings.gpu)
+    if HarnessConfig.read(workspace.root / HARNESS_FILE).resolved_profile().device == "cpu":
+        return "cpu"
+    return (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0]
 
 
 def run_name(iteration: int, kind: str) -> str:
@@ -167,7 +197,8 @@ def open_campaign(settings: Settings, models: Models,
         run_dir.mkdir(parents=True, exist_ok=True)
         workspace = Workspace.create(ws_dir, config, train_py)
         HarnessPin.create(run_dir, data.dir)   # the harness copy and the hashes every run is checked against
-    campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace)
+    ledger = Ledger(run_dir, settings, noise_runs(settings, workspace))
+    campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace, ledger=ledger)
     campaign.add_director()
     return campaign, settings.resume
 

@@ -37,7 +37,7 @@ PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     AGENT_SYSTEM: (),
     AGENT_TASK: (
         "iteration", "best_val_bpb", "best_runs", "baseline_val_bpb", "noise", "history",
-        "directive_section", "stall", "max_agent_steps",
+        "directive_section", "stall", "max_agent_steps", "others",
     ),
     AGENT_DIRECTIVE: ("directive",),
     DIRECTOR_SUMMARIZE: ("train_py",),

@@ -30,7 +30,8 @@ class LLMOutage(TypedDict, total=False):
 
 class CampaignState(TypedDict, total=False):
     campaign: str           # whose state this is: Campaign.identity, set by setup; every node refuses another's
-    iteration: int          # experiments recorded after the baseline (the baseline is 0)
+    iteration: int          # the last experiment this agent recorded (the baseline is 0)
+    experiment: int         # the experiment it works on now, claimed from the ledger by the stop check (0: none)
     baseline_val_bpb: float
     best_val_bpb: float     # the best code's mean over its runs
     best_commit: str

@@ -23,6 +23,7 @@ TASK_VALUES = dict(
     baseline_val_bpb="1.300000",
     history="| 1 | keep | MATRIX_LR: 0.04 -> 0.06 |",
     directive_section="",
+    others="",
     stall="3 experiments without a new best.",
     max_agent_steps=12,
 )

@@ -139,9 +139,10 @@ class TamperError(Exception):
     this must reach the supervisor and end the campaign."""
 
 
-def git(root, *args, check=True, input: str | None = None) -> str:
+def git(root, *args, check=True, input: str | None = None, strip: bool = True) -> str:
     """Run git in the workspace `root` so that nothing in it or in the user's setup can make git
-    run a program or behave differently (see GIT_SETTINGS, GIT_ENV, restore_git_dir)."""
+    run a program or behave differently (see GIT_SETTINGS, GIT_ENV, restore_git_dir). Returns its
+    output, stripped unless `strip` is False (a file's exact text)."""
     root = Path(root).resolve()
     restore_git_dir(root)
     env = {k: v for k, v in os.environ.items() if k in GIT_ENV_KEEP or k.startswith("LC_")}
@@ -152,7 +153,7 @@ def git(root, *args, check=True, input: str | None = None) -> str:
                           text=True, env=env, **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}))
     if check and proc.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed in {root}: {proc.stderr.strip()}")
-    return proc.stdout.strip()
+    return proc.stdout.strip() if strip else proc.stdout
 
 
 def restore_git_dir(root) -> None:
@@ -325,6 +326,10 @@ class Workspace:
 
     def best_commit(self) -> str:
         return git(self.root, "rev-parse", BEST_REF)
+
+    def source(self, rev: str) -> str:
+        """train.py's exact text at commit or ref `rev`."""
+        return git(self.root, "cat-file", "blob", f"{rev}:{TRAIN_FILE}", strip=False)
 
     def is_dirty(self) -> bool:
         return bool(git(self.root, "status", "--porcelain", "--untracked-files=no"))
