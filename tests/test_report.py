@@ -115,7 +115,7 @@ V3_EXPECTED = {
     "llm_cost": None,
 }
 
-V4_HEADER = "\t".join(FORMATS["ours"])
+V4_HEADER = "\t".join(FORMATS["ours-v4"])   # before the agent and gpu columns (ours v5): still read
 # the v3 campaign with the LLM tokens (agent in, agent out, director in, director out) on its
 # verdict rows; the measure rows leave them empty. Iteration 2 followed a directive: the director's
 # tokens are on its verdict row.
@@ -125,7 +125,7 @@ V4_ROWS = [row + " | " + V4_TOKENS.get(i, " |  |  | ") for i, row in enumerate(V
 PRICES = (0.5, 2.0)      # dollars per million input, output tokens
 V4_EXPECTED = {
     **V3_EXPECTED,
-    "format": "ours",
+    "format": "ours-v4",
     "agent_tokens": 7900 + 1300,                  # in + out over the verdict rows
     "director_tokens": 900,
     "llm_tokens": 10100,
@@ -135,6 +135,35 @@ V4_EXPECTED = {
     "cost_per_experiment": (8700 * 0.5 + 1400 * 2.0) / 1e6 / 5,
 }
 
+V5_HEADER = "\t".join(FORMATS["ours"])
+# two agents on two GPUs. The baseline's two noise runs start together at 00:00 on GPUs 0 and 1
+# (agent a1); then a1 works on GPU 0 and a2 on GPU 1. a2's iteration 3 never ran: its row names no
+# GPU. Rows are recorded in time order; each run started total_seconds (340; the crash 20) before
+# its timestamp. Runs, seconds after 00:00 (start -> stamp):
+#   row  agent gpu iter status   start  stamp
+#   0    a1    0   0    measure      0    340
+#   1    a1    1   0    keep         0    340
+#   2    a2    1   1    discard    360    700
+#   3    a1    0   2    measure    400    740
+#   4    a2    -   3    no-run     760    760  (no run: starts at its stamp)
+#   5    a1    0   2    keep       760   1100
+#   6    a2    1   4    crash     1090   1110
+#   7    a2    1   5    measure   1120   1460
+#   8    a1    0   6    discard   1160   1500
+#   9    a2    1   5    keep      1460   1800
+V5_ROWS = [
+    # commit | val_bpb | mem | status | description | iter | best | train s | total s | directive | choice | timestamp | sandbox | seed | runs | mean | sigma | reason | tokens (4) | agent | gpu
+    "aaaaaaa | 1.050000 | 40.0 | measure | baseline | 0 | 1.050000 | 300.0 | 340.0 |  |  | 2026-05-01T00:05:40Z | bwrap | 1 | 1 | 1.050000 |  | seed noise: run 1 of 2 |  |  |  |  | a1 | 0",
+    "aaaaaaa | 1.030000 | 40.0 | keep | baseline | 0 | 1.040000 | 300.0 | 340.0 |  |  | 2026-05-01T00:05:40Z | bwrap | 2 | 2 | 1.040000 | 0.014142 | baseline: mean of 2 runs | 0 | 0 | 0 | 0 | a1 | 1",
+    "bbbbbbb | 1.045000 | 40.1 | discard | gelu | 1 | 1.040000 | 300.0 | 340.0 |  |  | 2026-05-01T00:11:40Z | bwrap | 3 | 1 | 1.045000 | 0.014142 | worse than best 1.0400 | 1000 | 200 | 0 | 0 | a2 | 1",
+    "ccccccc | 1.000000 | 41.0 | measure | wider mlp | 2 | 1.040000 | 300.0 | 340.0 |  |  | 2026-05-01T00:12:20Z | bwrap | 4 | 1 | 1.000000 | 0.014142 | beats best: confirming |  |  |  |  | a1 | 0",
+    "- | 0.000000 | 0.0 | no-run | patch never applied | 3 | 1.040000 |  |  |  |  | 2026-05-01T00:12:40Z |  |  | 0 |  | 0.014142 | gave up: the patch did not apply | 400 | 50 | 0 | 0 | a2 | ",
+    "ccccccc | 0.990000 | 41.0 | keep | wider mlp | 2 | 0.995000 | 300.0 | 340.0 |  |  | 2026-05-01T00:18:20Z | bwrap | 5 | 2 | 0.995000 | 0.014142 | confirmed | 3000 | 500 | 0 | 0 | a1 | 0",
+    "ddddddd | 0.000000 | 0.0 | crash | depth 20 | 4 | 0.995000 | 10.0 | 20.0 |  |  | 2026-05-01T00:18:30Z | bwrap | 6 | 1 |  | 0.014142 | crashed (OOM) | 1500 | 250 | 0 | 0 | a2 | 1",
+    "eeeeeee | 0.950000 | 41.0 | measure | qk-norm | 5 | 0.995000 | 300.0 | 340.0 |  |  | 2026-05-01T00:24:20Z | bwrap | 7 | 1 | 0.950000 | 0.014142 | beats best: confirming |  |  |  |  | a2 | 1",
+    "fffffff | 1.010000 | 41.0 | discard | lr 0.1 | 6 | 0.995000 | 300.0 | 340.0 |  |  | 2026-05-01T00:25:00Z | bwrap | 8 | 1 | 1.010000 | 0.014142 | worse than best 0.9950 | 900 | 100 | 0 | 0 | a1 | 0",
+    "eeeeeee | 0.960000 | 41.0 | keep | qk-norm | 5 | 0.955000 | 300.0 | 340.0 |  |  | 2026-05-01T00:30:00Z | bwrap | 9 | 2 | 0.955000 | 0.014142 | confirmed | 2000 | 300 | 0 | 0 | a2 | 1",
+]
 AUTORESEARCH = tsv(
     "commit | val_bpb | memory_gb | status | description",
     "a1b2c3d | 0.997900 | 44.0 | keep | baseline",
@@ -603,7 +632,7 @@ def test_results_module_needs_neither_report_nor_matplotlib():
 
 def test_v4_token_columns_are_read_and_summed(tmp_path):
     rows = read_results(write_run(tmp_path, tsv(V4_HEADER, *V4_ROWS)))
-    assert rows[0].fmt == "ours" and len(rows) == 13
+    assert rows[0].fmt == "ours-v4" and len(rows) == 13
     assert [r.agent_input_tokens for r in rows] == [None, None, 0, 1000, None, None, 3000, None, None, 2000,
                                                     None, 1500, 400]
     assert rows[6].director_input_tokens == 800 and rows[6].director_output_tokens == 100
@@ -640,3 +669,35 @@ def test_cli_prices_from_flags_and_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTORESEARCH_LLM_PRICE_OUT_PER_MTOK", "2")
     res = cli(run, "--json")
     assert json.loads(res.stdout)["llm_cost"] == pytest.approx(V4_EXPECTED["llm_cost"])
+
+
+# -----------------------------------------------------------------------------
+# parallel agents (ours v5): the agent and gpu columns
+
+def test_v5_agent_and_gpu_columns_are_read(tmp_path):
+    rows = read_results(write_run(tmp_path, tsv(V5_HEADER, *V5_ROWS)))
+    assert rows[0].fmt == "ours" and len(rows) == 10
+    assert [r.agent for r in rows] == ["a1", "a1", "a2", "a1", "a2", "a1", "a2", "a2", "a1", "a2"]
+    assert [r.gpu for r in rows] == ["0", "1", "1", "0", "", "0", "1", "1", "0", "1"]
+    assert rows[9].agent_input_tokens == 2000       # the token columns stay where they were
+    # the formats before v5 read with no agent and no GPU
+    for name, header, text in (("v4", V4_HEADER, V4_ROWS), ("v3", V3_HEADER, V3_ROWS), ("v2", V2_HEADER, V2_ROWS)):
+        old = read_results(write_run(tmp_path, tsv(header, *text), name))
+        assert old and all(r.agent == "" and r.gpu == "" for r in old)
+
+
+def test_append_row_writes_agent_and_gpu_and_keeps_a_v4_header(tmp_path):
+    row = {"commit": "bbbbbbb", "val_bpb": "1.010000", "status": "discard", "iteration": 1, "seed": 7, "runs": 1,
+           "agent_input_tokens": 10, "agent": "a2", "gpu": "1"}
+    new = tmp_path / "new.tsv"
+    results.append_row(new, row)
+    assert new.read_text().splitlines()[0] == V5_HEADER
+    assert (read_results(new)[0].agent, read_results(new)[0].gpu) == ("a2", "1")
+    # a v4 campaign resumed: its header stays, its new rows have no agent and no gpu
+    old = tmp_path / "results.tsv"
+    old.write_text(tsv(V4_HEADER, V4_ROWS[2]))
+    results.append_row(old, row)
+    lines = old.read_text().splitlines()
+    assert lines[0] == V4_HEADER and [len(line.split("\t")) for line in lines] == [22, 22, 22]
+    appended = read_results(old)[1]
+    assert appended.fmt == "ours-v4" and appended.agent_input_tokens == 10 and (appended.agent, appended.gpu) == ("", "")
