@@ -5,10 +5,10 @@ Campaign report: read a results.tsv, compute the campaign's figures, write repor
     python -m graph.report RUN_DIR_OR_TSV --json          # prints the figures, writes nothing
     (both take [--llm-price-in-per-mtok USD] [--llm-price-out-per-mtok USD] for the LLM cost)
 
-Every format graph.results.FORMATS reads is understood, told apart by its header line: ours (v4,
-one row per training run, several runs per experiment, LLM tokens per experiment; its columns are
-defined once, in docs/INTERFACES.md), its older versions ours-v3, ours-v2 and ours-v1,
-autoresearch's and autoautoresearch's. The prices default to $AUTORESEARCH_LLM_PRICE_IN_PER_MTOK
+Every format graph.results.FORMATS reads is understood, told apart by its header line: ours (v5,
+one row per training run, several runs per experiment, LLM tokens per experiment, the agent and
+the GPU of each run; its columns are defined once, in docs/INTERFACES.md), its older versions
+ours-v4 to ours-v1, autoresearch's and autoautoresearch's. The prices default to $AUTORESEARCH_LLM_PRICE_IN_PER_MTOK
 and $AUTORESEARCH_LLM_PRICE_OUT_PER_MTOK; a campaign passes its own settings.
 
 Definitions (report.md quotes this list as it stands here):
@@ -44,17 +44,23 @@ experiment of one run whose mean is its val_bpb.
 - ours only: directive keeps = keeps with a non-empty directive whose agent_choice is followed
   or adapted; agent keeps = the other keeps, the baseline excluded (nobody led it), so
   directive_keeps + agent_keeps = keeps - 1.
+- ours only: wall = from the earliest run's start to the last timestamp; a row is stamped when it
+  is recorded, after its run, so its run started total_seconds before its timestamp (with one
+  agent the earliest start is the first row's). Experiments per hour = experiments / wall hours.
 - ours only: device duty % (JSON key gpu_duty_pct; called GPU or CPU duty when the run dir's
-  workspace/harness.json names the profile) = sum(training_seconds) over all rows / wall * 100
-  with wall = last timestamp - first timestamp + first row's total_seconds: a row is stamped when
-  it is recorded, after its run, so the first run lies just before the first timestamp.
-- ours v4 only: agent tokens, director tokens = the sums of the verdict rows' agent_* and
+  workspace/harness.json names the profile) = sum(training_seconds) over all rows / (wall * the
+  number of GPUs) * 100, i.e. the GPUs' mean duty; the number of GPUs is 1 unless rows name more.
+- ours v5 only: agents, GPUs = the distinct names in the agent and gpu columns. Per agent and per
+  GPU (rows that name none grouped under -): experiments, keeps, crashes and runs as above, over
+  that agent's or GPU's rows; experiments per hour = its experiments / the hours from its first
+  run's start to its last timestamp; a GPU's duty = its rows' training_seconds / wall * 100.
+- ours v4 and later: agent tokens, director tokens = the sums of the verdict rows' agent_* and
   director_* token columns, input + output (measure rows carry none; an experiment's tokens are
   the agent's calls of its iteration, retries' successful calls included, and the director's
   calls that preceded it); LLM tokens = agent + director tokens; input / output tokens: the same
   split the other way. Tokens per experiment = LLM tokens / the number of experiments after the
   baseline (the baseline calls no LLM). A call whose provider reports no usage counts 0.
-- ours v4 only, with a price set: LLM cost $ = (input tokens * input price + output tokens *
+- ours v4 and later, with a price set: LLM cost $ = (input tokens * input price + output tokens *
   output price) / 1,000,000, prices in dollars per million tokens (a price not set counts 0);
   cost per experiment = LLM cost / the experiments after the baseline.
 """
@@ -65,8 +71,8 @@ import logging
 import os
 import sys
 
+from graph import breakdown, usage
 from graph.plot import plot_progress
-from graph import usage
 from graph.results import (CRASH, DISCARD, NO_RUN, RESULTS_FILE, ResultsError, has_tokens, multi_run, read_results,
                            resolve_tsv)
 
@@ -90,19 +96,6 @@ def _longest_stall(verdicts):
         current = 0 if r.kept else current + 1
         longest = max(longest, current)
     return longest
-
-
-def _gpu_duty_pct(rows):
-    stamped = [r for r in rows if r.timestamp is not None]
-    if not stamped:
-        return None
-    try:
-        wall = (stamped[-1].timestamp - stamped[0].timestamp).total_seconds()
-    except TypeError:  # one timestamp with a zone, one without: no honest answer
-        return None
-    wall += stamped[0].total_seconds or 0.0     # the first run ran before its row was stamped
-    training = sum(r.training_seconds or 0.0 for r in rows)
-    return training / wall * 100 if wall > 0 else None
 
 
 def _seconds(r):
@@ -161,7 +154,8 @@ def compute_figures(rows, prices=(None, None)):
         "noise_share_pct": _time_share_pct(rows, lambda r: r.is_baseline and r.runs >= 2),
         "directive_keeps": sum(r.directive_led for r in later_keeps) if ours else None,
         "agent_keeps": sum(not r.directive_led for r in later_keeps) if ours else None,
-        "gpu_duty_pct": _gpu_duty_pct(rows) if ours else None,
+        # wall time, and per agent and per GPU (a parallel campaign)
+        **(breakdown.figures(rows) if ours else dict.fromkeys(breakdown.KEYS)),
         **(usage.figures(rows, len(later), prices) if has_tokens(fmt) else
            dict.fromkeys(("agent_tokens", "director_tokens", "llm_tokens", "input_tokens", "output_tokens",
                           "tokens_per_experiment", "llm_cost", "cost_per_experiment"))),
@@ -193,7 +187,10 @@ FIGURE_LABELS = [  # (key, label, format); figures that are None are left out of
     ("noise_share_pct", "noise runs' share of run time", "{:.1f}%"),
     ("directive_keeps", "directive-led keeps", "{}"),
     ("agent_keeps", "agent-led keeps", "{}"),
+    ("experiments_per_hour", "experiments per hour (wall time)", "{:.2f}"),
     ("gpu_duty_pct", "{device} duty (training / wall time)", "{:.1f}%"),
+    ("agents", "agents", "{}"),
+    ("gpus", "{device}s", "{}"),
     ("llm_tokens", "LLM tokens (agent + director)", "{:,}"),
     ("agent_tokens", "agent tokens", "{:,}"),
     ("director_tokens", "director tokens", "{:,}"),
@@ -240,7 +237,6 @@ def _fmt_mean(r):
     return _fmt_bpb(r.mean) + (f" ± {r.sigma:.4f}" if r.mean is not None and r.sigma else "")
 
 
-
 def _table(header, lines):
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
            ["| " + " | ".join(cells) + " |" for cells in lines]
@@ -262,6 +258,8 @@ def render_markdown(name, rows, figures, tsv_name=RESULTS_FILE, device=UNKNOWN_D
     for key, label, form in figure_labels(device):
         if figures.get(key) is not None:
             out.append(f"| {label} | {form.format(figures[key])} |")
+    for title, header, lines in breakdown.tables(figures, device):
+        out += ["", f"## {title}", ""] + _table(header, lines)
 
     out += ["", "## Kept experiments", ""]
     kept = [r for r in verdicts if r.kept]

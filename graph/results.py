@@ -29,13 +29,16 @@ COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description",        # a
            "agent_choice", "timestamp",                                      # ours-v1
            "sandbox",                                                        # ours-v2
            "seed", "runs", "mean", "sigma", "reason",                        # ours-v3: multi-run
-           "agent_input_tokens", "agent_output_tokens",                      # ours (v4): LLM tokens
-           "director_input_tokens", "director_output_tokens")
-TOKEN_COLUMNS = COLUMNS[18:]
+           "agent_input_tokens", "agent_output_tokens",                      # ours-v4: LLM tokens
+           "director_input_tokens", "director_output_tokens",
+           "agent", "gpu")                                                   # ours (v5): who ran it, where
+TOKEN_COLUMNS = COLUMNS[18:22]
+PLACEMENT_COLUMNS = COLUMNS[22:]   # text, not numbers: an agent's name, a CUDA index or "cpu"
 
 # header -> format name; matched on the exact column names, lower-cased, in order
 FORMATS = {
     "ours": COLUMNS,
+    "ours-v4": COLUMNS[:22],     # before the agent and gpu columns (one agent on one device)
     "ours-v3": COLUMNS[:18],     # before the token columns
     "ours-v2": COLUMNS[:13],     # one run per experiment
     "ours-v1": COLUMNS[:12],     # before the sandbox
@@ -88,11 +91,15 @@ class Row:
     mean: float | None = None  # mean val_bpb of the experiment's successful runs up to this row
     sigma: float | None = None  # the campaign's pooled seed-noise estimate after this row
     reason: str = ""
-    # LLM tokens of the experiment (ours v4, verdict rows; None: not recorded, e.g. a measure row)
+    # LLM tokens of the experiment (ours since v4, verdict rows; None: not recorded, e.g. a measure row)
     agent_input_tokens: int | None = None
     agent_output_tokens: int | None = None
     director_input_tokens: int | None = None
     director_output_tokens: int | None = None
+    # who ran it and where (ours v5; "" when not recorded): the agent's name ("a1", "a2", ...) and
+    # the device, a CUDA index ("0", "1", ...) or "cpu"
+    agent: str = ""
+    gpu: str = ""
 
     @property
     def kept(self):
@@ -181,6 +188,9 @@ def _parse_row(fmt, fields, index):
     for column in TOKEN_COLUMNS:
         if column in f:
             setattr(row, column, _number(f[column], int))
+    for column in PLACEMENT_COLUMNS:
+        if column in f:
+            setattr(row, column, f[column].strip())
     if row.runs is None:       # the row does not say: it is its own experiment
         row.runs = 0 if row.status == NO_RUN else 1
         row.mean = row.val_bpb
@@ -200,6 +210,11 @@ def resolve_tsv(path):
 def has_tokens(fmt):
     """The format records the LLM tokens of each experiment."""
     return TOKEN_COLUMNS[0] in FORMATS.get(fmt, ())
+
+
+def has_placement(fmt):
+    """The format records which agent ran each row, and on which device (ours v5)."""
+    return PLACEMENT_COLUMNS[0] in FORMATS.get(fmt, ())
 
 
 def multi_run(fmt):

@@ -52,6 +52,8 @@ V2_EXPECTED = {
     "agent_keeps": 1,                             # row 5 (directive rejected); baseline is neither
     # training: 5*300 + 10 + 300 = 1810 s; wall: 36 min = 2160 s + the baseline's total 340 s = 2500 s
     "gpu_duty_pct": 1810 / 2500 * 100,            # 72.4
+    "experiments_per_hour": 7 / (2500 / 3600),    # 10.08 over the same wall
+    "agents": None, "gpus": None, "by_agent": None, "by_gpu": None,   # the format names neither
     # one run per experiment: no noise measured, nothing confirmed, every later keep noise-blind
     "runs": 7, "total_improvement_bpb": 0.05, "total_improvement_sigma": None, "sigma": None,
     "noise_runs": 1, "confirmed_keeps": 0, "rejected_candidates": 0, "single_run_keeps": 2,
@@ -110,12 +112,14 @@ V3_EXPECTED = {
     "agent_keeps": 0,
     # training: 11*300 + 10 = 3310 s; wall: 72 min = 4320 s + the first row's total 340 s = 4660 s
     "gpu_duty_pct": 3310 / 4660 * 100,            # 71.0
+    "experiments_per_hour": 6 / (4660 / 3600),    # 4.64
+    "agents": None, "gpus": None, "by_agent": None, "by_gpu": None,
     # no token columns in this format: no token figures (not zeros)
     "llm_tokens": None, "agent_tokens": None, "director_tokens": None, "tokens_per_experiment": None,
     "llm_cost": None,
 }
 
-V4_HEADER = "\t".join(FORMATS["ours"])
+V4_HEADER = "\t".join(FORMATS["ours-v4"])   # before the agent and gpu columns (ours v5): still read
 # the v3 campaign with the LLM tokens (agent in, agent out, director in, director out) on its
 # verdict rows; the measure rows leave them empty. Iteration 2 followed a directive: the director's
 # tokens are on its verdict row.
@@ -125,7 +129,7 @@ V4_ROWS = [row + " | " + V4_TOKENS.get(i, " |  |  | ") for i, row in enumerate(V
 PRICES = (0.5, 2.0)      # dollars per million input, output tokens
 V4_EXPECTED = {
     **V3_EXPECTED,
-    "format": "ours",
+    "format": "ours-v4",
     "agent_tokens": 7900 + 1300,                  # in + out over the verdict rows
     "director_tokens": 900,
     "llm_tokens": 10100,
@@ -133,6 +137,63 @@ V4_EXPECTED = {
     "tokens_per_experiment": 10100 / 5,           # 5 experiments after the baseline
     "llm_cost": (8700 * 0.5 + 1400 * 2.0) / 1e6,  # $0.00725
     "cost_per_experiment": (8700 * 0.5 + 1400 * 2.0) / 1e6 / 5,
+}
+
+V5_HEADER = "\t".join(FORMATS["ours"])
+# two agents on two GPUs. The baseline's two noise runs start together at 00:00 on GPUs 0 and 1
+# (agent a1); then a1 works on GPU 0 and a2 on GPU 1. a2's iteration 3 never ran: its row names no
+# GPU. Rows are recorded in time order; each run started total_seconds (340; the crash 20) before
+# its timestamp. Runs, seconds after 00:00 (start -> stamp):
+#   row  agent gpu iter status   start  stamp
+#   0    a1    0   0    measure      0    340
+#   1    a1    1   0    keep         0    340
+#   2    a2    1   1    discard    360    700
+#   3    a1    0   2    measure    400    740
+#   4    a2    -   3    no-run     760    760  (no run: starts at its stamp)
+#   5    a1    0   2    keep       760   1100
+#   6    a2    1   4    crash     1090   1110
+#   7    a2    1   5    measure   1120   1460
+#   8    a1    0   6    discard   1160   1500
+#   9    a2    1   5    keep      1460   1800
+V5_ROWS = [
+    # commit | val_bpb | mem | status | description | iter | best | train s | total s | directive | choice | timestamp | sandbox | seed | runs | mean | sigma | reason | tokens (4) | agent | gpu
+    "aaaaaaa | 1.050000 | 40.0 | measure | baseline | 0 | 1.050000 | 300.0 | 340.0 |  |  | 2026-05-01T00:05:40Z | bwrap | 1 | 1 | 1.050000 |  | seed noise: run 1 of 2 |  |  |  |  | a1 | 0",
+    "aaaaaaa | 1.030000 | 40.0 | keep | baseline | 0 | 1.040000 | 300.0 | 340.0 |  |  | 2026-05-01T00:05:40Z | bwrap | 2 | 2 | 1.040000 | 0.014142 | baseline: mean of 2 runs | 0 | 0 | 0 | 0 | a1 | 1",
+    "bbbbbbb | 1.045000 | 40.1 | discard | gelu | 1 | 1.040000 | 300.0 | 340.0 |  |  | 2026-05-01T00:11:40Z | bwrap | 3 | 1 | 1.045000 | 0.014142 | worse than best 1.0400 | 1000 | 200 | 0 | 0 | a2 | 1",
+    "ccccccc | 1.000000 | 41.0 | measure | wider mlp | 2 | 1.040000 | 300.0 | 340.0 |  |  | 2026-05-01T00:12:20Z | bwrap | 4 | 1 | 1.000000 | 0.014142 | beats best: confirming |  |  |  |  | a1 | 0",
+    "- | 0.000000 | 0.0 | no-run | patch never applied | 3 | 1.040000 |  |  |  |  | 2026-05-01T00:12:40Z |  |  | 0 |  | 0.014142 | gave up: the patch did not apply | 400 | 50 | 0 | 0 | a2 | ",
+    "ccccccc | 0.990000 | 41.0 | keep | wider mlp | 2 | 0.995000 | 300.0 | 340.0 |  |  | 2026-05-01T00:18:20Z | bwrap | 5 | 2 | 0.995000 | 0.014142 | confirmed | 3000 | 500 | 0 | 0 | a1 | 0",
+    "ddddddd | 0.000000 | 0.0 | crash | depth 20 | 4 | 0.995000 | 10.0 | 20.0 |  |  | 2026-05-01T00:18:30Z | bwrap | 6 | 1 |  | 0.014142 | crashed (OOM) | 1500 | 250 | 0 | 0 | a2 | 1",
+    "eeeeeee | 0.950000 | 41.0 | measure | qk-norm | 5 | 0.995000 | 300.0 | 340.0 |  |  | 2026-05-01T00:24:20Z | bwrap | 7 | 1 | 0.950000 | 0.014142 | beats best: confirming |  |  |  |  | a2 | 1",
+    "fffffff | 1.010000 | 41.0 | discard | lr 0.1 | 6 | 0.995000 | 300.0 | 340.0 |  |  | 2026-05-01T00:25:00Z | bwrap | 8 | 1 | 1.010000 | 0.014142 | worse than best 0.9950 | 900 | 100 | 0 | 0 | a1 | 0",
+    "eeeeeee | 0.960000 | 41.0 | keep | qk-norm | 5 | 0.955000 | 300.0 | 340.0 |  |  | 2026-05-01T00:30:00Z | bwrap | 9 | 2 | 0.955000 | 0.014142 | confirmed | 2000 | 300 | 0 | 0 | a2 | 1",
+]
+V5_EXPECTED = {
+    "format": "ours",
+    "experiments": 7,                              # verdict rows 1, 2, 4, 5, 6, 8, 9
+    "keeps": 3, "crashes": 1, "runs": 9,           # every row but the no-run
+    "agents": 2, "gpus": 2,                        # the no-run's empty gpu is no GPU
+    # wall: the baseline's runs start at 0, the last row is stamped at 1800 s: half an hour
+    "experiments_per_hour": 7 / 0.5,               # 14.0
+    # training: GPU 0 4*300 = 1200 s, GPU 1 300+300+10+300+300 = 1210 s; two GPUs over 1800 s each
+    "gpu_duty_pct": (1200 + 1210) / (1800 * 2) * 100,   # 66.9, the mean of the two GPUs' duties
+    "by_agent": {
+        # rows 0, 1, 3, 5, 8: verdicts 1 (keep), 5 (keep), 8; from 0 to 1500 s
+        "a1": {"experiments": 3, "keeps": 2, "crashes": 0, "runs": 5, "experiments_per_hour": 3 / (1500 / 3600)},
+        # rows 2, 4, 6, 7, 9: verdicts 2, 4 (no-run), 6 (crash), 9 (keep); from 360 to 1800 s = 0.4 h
+        "a2": {"experiments": 4, "keeps": 1, "crashes": 1, "runs": 4, "experiments_per_hour": 4 / 0.4},
+    },
+    "by_gpu": {
+        # rows 0, 3, 5, 8: verdicts 5 (keep), 8; from 0 to 1500 s; 1200 s trained of the campaign's 1800
+        "0": {"experiments": 2, "keeps": 1, "crashes": 0, "runs": 4, "experiments_per_hour": 2 / (1500 / 3600),
+              "gpu_duty_pct": 1200 / 1800 * 100},
+        # rows 1, 2, 6, 7, 9: verdicts 1 (the baseline, a keep), 2, 6 (crash), 9 (keep); from 0 to 1800 s
+        "1": {"experiments": 4, "keeps": 2, "crashes": 1, "runs": 5, "experiments_per_hour": 4 / 0.5,
+              "gpu_duty_pct": 1210 / 1800 * 100},
+        # the no-run alone: no span to divide by, no device to be busy
+        "-": {"experiments": 1, "keeps": 0, "crashes": 0, "runs": 0, "experiments_per_hour": None,
+              "gpu_duty_pct": None},
+    },
 }
 
 AUTORESEARCH = tsv(
@@ -155,6 +216,7 @@ AUTORESEARCH_EXPECTED = {
     "longest_stall": 2,                                    # discard, crash
     "crashes": 1,
     "directive_keeps": None, "agent_keeps": None, "gpu_duty_pct": None,  # not in this format
+    "experiments_per_hour": None, "agents": None, "by_agent": None,
     "runs": 5, "total_improvement_bpb": 0.0047, "sigma": None, "total_improvement_sigma": None,
     "noise_runs": 1, "confirmed_keeps": 0, "rejected_candidates": 0, "single_run_keeps": 1,
     "confirm_share_pct": None, "noise_share_pct": None,  # no seconds in this format
@@ -195,7 +257,11 @@ def write_run(tmp_path, text, name="run-a"):
 
 def assert_figures(got, expected):
     for key, want in expected.items():
-        if isinstance(want, float):
+        if isinstance(want, dict):   # per agent, per GPU: the same names, each one's figures
+            assert list(got[key]) == list(want), key
+            for name, figures in want.items():
+                assert_figures(got[key][name], figures)
+        elif isinstance(want, float):
             assert got[key] == pytest.approx(want, rel=1e-9), key
         else:
             assert got[key] == want, key
@@ -603,7 +669,7 @@ def test_results_module_needs_neither_report_nor_matplotlib():
 
 def test_v4_token_columns_are_read_and_summed(tmp_path):
     rows = read_results(write_run(tmp_path, tsv(V4_HEADER, *V4_ROWS)))
-    assert rows[0].fmt == "ours" and len(rows) == 13
+    assert rows[0].fmt == "ours-v4" and len(rows) == 13
     assert [r.agent_input_tokens for r in rows] == [None, None, 0, 1000, None, None, 3000, None, None, 2000,
                                                     None, 1500, 400]
     assert rows[6].director_input_tokens == 800 and rows[6].director_output_tokens == 100
@@ -626,7 +692,7 @@ def test_report_md_llm_usage(tmp_path):
     assert "10,100 tokens, $0.0072: agent 9,200, director 900; input 8,700, output 1,400." in usage
     assert "| 2 | 3,500 | 900 | keep | wider mlp |" in usage.splitlines()[usage.splitlines().index(
         "| # | agent tokens | director tokens | status | description |") + 2]   # the costliest first
-    assert "- ours v4 only, with a price set: LLM cost $" in md.split("## Definitions")[1]
+    assert "- ours v4 and later, with a price set: LLM cost $" in md.split("## Definitions")[1]
     write_report(run)
     assert "(no price set, so no cost)" in (run / REPORT_FILE).read_text(encoding="utf-8")
 
@@ -640,3 +706,83 @@ def test_cli_prices_from_flags_and_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTORESEARCH_LLM_PRICE_OUT_PER_MTOK", "2")
     res = cli(run, "--json")
     assert json.loads(res.stdout)["llm_cost"] == pytest.approx(V4_EXPECTED["llm_cost"])
+
+
+# -----------------------------------------------------------------------------
+# parallel agents (ours v5): the agent and gpu columns
+
+def test_v5_agent_and_gpu_columns_are_read(tmp_path):
+    rows = read_results(write_run(tmp_path, tsv(V5_HEADER, *V5_ROWS)))
+    assert rows[0].fmt == "ours" and len(rows) == 10
+    assert [r.agent for r in rows] == ["a1", "a1", "a2", "a1", "a2", "a1", "a2", "a2", "a1", "a2"]
+    assert [r.gpu for r in rows] == ["0", "1", "1", "0", "", "0", "1", "1", "0", "1"]
+    assert rows[9].agent_input_tokens == 2000       # the token columns stay where they were
+    # the formats before v5 read with no agent and no GPU
+    for name, header, text in (("v4", V4_HEADER, V4_ROWS), ("v3", V3_HEADER, V3_ROWS), ("v2", V2_HEADER, V2_ROWS)):
+        old = read_results(write_run(tmp_path, tsv(header, *text), name))
+        assert old and all(r.agent == "" and r.gpu == "" for r in old)
+
+
+def test_v5_per_agent_and_per_gpu_figures(tmp_path):
+    figures = compute_figures(read_results(write_run(tmp_path, tsv(V5_HEADER, *V5_ROWS))))
+    assert_figures(figures, V5_EXPECTED)
+    # the groups add up to the campaign
+    for groups in (figures["by_agent"], figures["by_gpu"]):
+        for key in ("experiments", "keeps", "crashes", "runs"):
+            assert sum(g[key] for g in groups.values()) == figures[key], key
+
+
+def test_report_md_v5_tables(tmp_path, capsys):
+    run = write_run(tmp_path, tsv(V5_HEADER, *V5_ROWS), name="night-10")
+    (run / "workspace").mkdir()
+    (run / "workspace" / "harness.json").write_text(json.dumps({"profile": "h100", "data": "builtin"}))
+    assert_figures(write_report(run), V5_EXPECTED)
+    md = (run / REPORT_FILE).read_text(encoding="utf-8")
+    for line in ("| experiments per hour (wall time) | 14.00 |", "| GPU duty (training / wall time) | 66.9% |",
+                 "| agents | 2 |", "| GPUs | 2 |"):
+        assert line in md, line
+    agents = md.split("## Per agent")[1].split("## Per GPU")[0]
+    assert "| agent | experiments | keeps | crashes | runs | experiments / hour |" in agents
+    assert "| a1 | 3 | 2 | 0 | 5 | 7.20 |" in agents and "| a2 | 4 | 1 | 1 | 4 | 10.00 |" in agents
+    gpus = md.split("## Per GPU")[1].split("## Kept experiments")[0]
+    assert "| GPU | experiments | keeps | crashes | runs | experiments / hour | GPU duty |" in gpus
+    assert "| 0 | 2 | 1 | 0 | 4 | 4.80 | 66.7% |" in gpus and "| 1 | 4 | 2 | 1 | 5 | 8.00 | 67.2% |" in gpus
+    assert "| - | 1 | 0 | 0 | 0 | — | — |" in gpus
+    assert "- ours v5 only: agents, GPUs" in md.split("## Definitions")[1]
+    # --json: the same figures, the groups as objects keyed by name
+    assert main([str(run), "--json"]) == 0
+    assert_figures(json.loads(capsys.readouterr().out), V5_EXPECTED)
+
+
+def test_v4_report_has_no_per_agent_table(tmp_path):
+    run = write_run(tmp_path, tsv(V4_HEADER, *V4_ROWS))
+    assert_figures(write_report(run, prices=PRICES), {**V4_EXPECTED, "agents": None, "gpus": None, "by_agent": None, "by_gpu": None})
+    md = (run / REPORT_FILE).read_text(encoding="utf-8")
+    assert "## Per agent" not in md and "## Per device" not in md and "| agents |" not in md
+
+
+def test_v5_rows_that_name_no_agent_nor_gpu(tmp_path):
+    # a writer from before the parallel campaign, on a v5 header: no tables, one device
+    blank = [row.rsplit(" | ", 2)[0] + " |  | " for row in V5_ROWS]
+    run = write_run(tmp_path, tsv(V5_HEADER, *blank))
+    figures = write_report(run)
+    assert_figures(figures, {"agents": 0, "gpus": 0, "by_agent": None, "by_gpu": None,
+                             "experiments_per_hour": 14.0, "gpu_duty_pct": 2410 / 1800 * 100})
+    assert "## Per agent" not in (run / REPORT_FILE).read_text(encoding="utf-8")
+
+
+def test_append_row_writes_agent_and_gpu_and_keeps_a_v4_header(tmp_path):
+    row = {"commit": "bbbbbbb", "val_bpb": "1.010000", "status": "discard", "iteration": 1, "seed": 7, "runs": 1,
+           "agent_input_tokens": 10, "agent": "a2", "gpu": "1"}
+    new = tmp_path / "new.tsv"
+    results.append_row(new, row)
+    assert new.read_text().splitlines()[0] == V5_HEADER
+    assert (read_results(new)[0].agent, read_results(new)[0].gpu) == ("a2", "1")
+    # a v4 campaign resumed: its header stays, its new rows have no agent and no gpu
+    old = tmp_path / "results.tsv"
+    old.write_text(tsv(V4_HEADER, V4_ROWS[2]))
+    results.append_row(old, row)
+    lines = old.read_text().splitlines()
+    assert lines[0] == V4_HEADER and [len(line.split("\t")) for line in lines] == [22, 22, 22]
+    appended = read_results(old)[1]
+    assert appended.fmt == "ours-v4" and appended.agent_input_tokens == 10 and (appended.agent, appended.gpu) == ("", "")
