@@ -32,6 +32,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 # Ledger service time per call, ms. Everything is in memory except `record`, which runs several
 # git subprocesses for a commit and fsyncs results.tsv (5-20 ms: a list is resampled uniformly).
@@ -263,7 +264,7 @@ def main(argv=None) -> None:
 
     service = dict(SERVICE_MS)
     if a.service_ms:
-        service.update(json.loads(open(a.service_ms).read()))
+        service.update(json.loads(Path(a.service_ms).read_text()))
     for item in a.service:
         call, ms = item.split("=", 1)
         service[call] = float(ms)
