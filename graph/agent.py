@@ -21,7 +21,7 @@ from graph import noise, usage
 from graph.campaign import Campaign
 from graph.ledger import DESCRIPTION_CHARS, EXPERIMENT_REF
 from graph.llm import LLMUnavailable, invoke_with_retry
-from graph.prompts import AGENT_SYSTEM, AGENT_TASK, directive_section, message_text, render_prompt
+from graph.prompts import AGENT_OTHERS, AGENT_SYSTEM, AGENT_TASK, directive_section, message_text, render_prompt
 from graph.state import CampaignState, Outcome
 from tools import RunResult
 from tools.redact import clip_for_model
@@ -41,7 +41,7 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
         "noise": noise_text(c, now),
         "baseline_val_bpb": f"{state['baseline_val_bpb']:.6f}",
         "history": c.ledger.history(),
-        "others": others_text(c.ledger.in_flight(c.agent)) if c.parallel else "",
+        "others": others_text(c.ledger.in_flight(c.agent), s.prompts_dir) if c.parallel else "",
         "stall": stall_text(state.get("stall", 0), s.plateau_patience),
         "directive_section": directive_section(directive, s.prompts_dir),
         "max_agent_steps": s.max_agent_steps,
@@ -141,14 +141,13 @@ def noise_text(c: Campaign, now: noise.Standing) -> str:
             f"(t ≥ {crit:.2f}, one-sided {c.settings.confidence:.1%})")
 
 
-def others_text(claims: list[dict]) -> str:
-    """The other agents' experiments in flight, for the prompt: try something else."""
+def others_text(claims: list[dict], prompts_dir=None) -> str:
+    """The `{others}` of agent_task.md: the other agents' experiments in flight, or ''."""
     if not claims:
         return ""
     lines = [f"- agent {c['agent']} (device {c.get('device') or '?'}), experiment {c['iteration']}: "
              f"{c.get('trying') or 'still thinking'}" for c in claims]
-    return ("## Running now on other agents\n\nOther agents share this campaign. These experiments are in "
-            "flight (changed lines against the best code); do not repeat them:\n\n" + "\n".join(lines))
+    return render_prompt(AGENT_OTHERS, {"claims": "\n".join(lines)}, prompts_dir)
 
 
 def stall_text(stall: int, patience: int) -> str:

@@ -164,8 +164,18 @@ def run_name(iteration: int, kind: str) -> str:
 
 def open_campaign(settings: Settings, models: Models,
                   log: Callable[[str], None] = lambda text: None) -> tuple[Campaign, bool]:
-    """Create the run dir and workspace, or reopen them with settings.resume. Returns (campaign,
-    resumed). Nothing is created when the settings, the data or --train are wrong."""
+    """Create the run dir and workspace, or reopen them with settings.resume, for one agent.
+    Returns (campaign, resumed). Nothing is created when the settings, the data or --train are wrong."""
+    run_dir, workspace = open_run_dir(settings, log)
+    ledger = Ledger(run_dir, settings, noise_runs(settings, workspace))
+    campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace, ledger=ledger)
+    campaign.add_director()
+    return campaign, settings.resume
+
+
+def open_run_dir(settings: Settings, log: Callable[[str], None] = lambda text: None) -> tuple[Path, Workspace]:
+    """The campaign's run dir and its workspace (the ledger's repository), created or, with
+    settings.resume, reopened (training left running by a killed campaign is stopped)."""
     from nanochat.prepare import prepare_data
     from tools import kill_stale_runs, sandbox
     from tools.harness_pin import HarnessPin
@@ -197,10 +207,7 @@ def open_campaign(settings: Settings, models: Models,
         run_dir.mkdir(parents=True, exist_ok=True)
         workspace = Workspace.create(ws_dir, config, train_py)
         HarnessPin.create(run_dir, data.dir)   # the harness copy and the hashes every run is checked against
-    ledger = Ledger(run_dir, settings, noise_runs(settings, workspace))
-    campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace, ledger=ledger)
-    campaign.add_director()
-    return campaign, settings.resume
+    return run_dir, workspace
 
 
 HARNESS_FLAGS = ("profile", "time_budget", "data")   # the settings a campaign pins in harness.json

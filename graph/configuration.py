@@ -119,6 +119,21 @@ class Settings(BaseSettings):
     gpu: str | None = Field(
         None, description="GPU to train on, exported as CUDA_VISIBLE_DEVICES (e.g. 0); None: as visible"
     )
+    # --- several agents at once (graph/parallel.py, Ray)
+    gpus: str | None = Field(
+        None, description="run one research agent per GPU on this campaign: a list such as 0,1, or all "
+                          "(needs Ray: pip install -e '.[ray]'); None: one agent"
+    )
+    agents_per_gpu: int = Field(
+        1, ge=1, le=8, description="agents sharing each of --gpus: one trains while another waits on its LLM"
+    )
+    workers: int = Field(
+        1, ge=1, le=64, description="agents on the CPU profile (no GPU), sharing one campaign: to try parallel "
+                                    "campaigns and to test them"
+    )
+    ray_address: str | None = Field(
+        None, description="join this Ray cluster (`ray start --head` prints it) instead of starting one here"
+    )
     prestart: bool = Field(
         True, description="start the next training process (imports; on a GPU, CUDA and the compiler) while the agent thinks"
     )
@@ -199,6 +214,31 @@ class Settings(BaseSettings):
             raise ValueError("a campaign name is one plain folder name: letters, digits, '.', '_' and '-', "
                              "not starting with '.' or '-', at most 100 characters (no '/', no '..')")
         return name
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_list(cls, gpus: str | None) -> str | None:
+        if gpus is None or gpus.strip().lower() == "all":
+            return None if gpus is None else "all"
+        ids = [part.strip() for part in gpus.split(",") if part.strip()]
+        if not ids or not all(part.isdigit() for part in ids) or len(set(ids)) != len(ids):
+            raise ValueError("--gpus takes `all` or distinct GPU indices separated by commas, such as 0,1")
+        return ",".join(ids)
+
+    @model_validator(mode="after")
+    def _one_way_to_parallel(self) -> Settings:
+        if self.gpus is not None and self.workers > 1:
+            raise ValueError("--workers runs agents on the CPU and --gpus on GPUs: give one of them")
+        if self.gpus is not None and self.gpu is not None:
+            raise ValueError("--gpu picks the one GPU of a one-agent campaign; with --gpus the agents get theirs")
+        if self.agents_per_gpu > 1 and self.gpus is None:
+            raise ValueError("--agents-per-gpu needs --gpus (on the CPU, --workers says how many agents)")
+        return self
+
+    @property
+    def parallel(self) -> bool:
+        """Several agents share the campaign (graph/parallel.py); else one runs it in this process."""
+        return self.gpus is not None or self.workers > 1 or self.ray_address is not None
 
     @model_validator(mode="after")
     def _cost_needs_a_price(self) -> Settings:

@@ -31,6 +31,7 @@ SUFFIX = ".md"
 AGENT_SYSTEM = "agent_system"
 AGENT_TASK = "agent_task"
 AGENT_DIRECTIVE = "agent_directive"
+AGENT_OTHERS = "agent_others"
 DIRECTOR_SUMMARIZE = "director_summarize"
 DIRECTOR_DIRECTIVE = "director_directive"
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
@@ -40,6 +41,7 @@ PLACEHOLDERS: dict[str, tuple[str, ...]] = {
         "directive_section", "stall", "max_agent_steps", "others",
     ),
     AGENT_DIRECTIVE: ("directive",),
+    AGENT_OTHERS: ("claims",),
     DIRECTOR_SUMMARIZE: ("train_py",),
     DIRECTOR_DIRECTIVE: ("summary", "history", "stall", "paper"),
 }

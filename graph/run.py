@@ -47,8 +47,9 @@ class LiveUI:
     When the console is not a terminal (nohup, a pipe), no bar: a plain line at most every
     PLAIN_EVERY_PCT percent of a run's budget or PLAIN_EVERY_S seconds."""
 
-    def __init__(self, campaign: Campaign, out: Console | None = None):
+    def __init__(self, campaign: Campaign, out: Console | None = None, report: bool = True):
         self.c = campaign
+        self.report = report          # refresh report.md on each row (a parallel campaign's driver does it)
         self.console = out or console
         self.plain = not self.console.is_terminal
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
@@ -84,7 +85,8 @@ class LiveUI:
             if self.plain:
                 p.console.print(self.status(data["phase"]), highlight=False)
         elif kind == "recorded":
-            refresh_report(self.c.run_dir, self.c.settings.llm_prices)
+            if self.report:
+                refresh_report(self.c.run_dir, self.c.settings.llm_prices)
             colour = STATUS_COLOURS.get(data["status"], "white")
             bpb = f"{data['val_bpb']:.6f}" if data.get("val_bpb") else "-"
             p.console.print(f"[{colour}]#{data['iteration']:<3} {data['status']:<8}[/] val_bpb {bpb}  {data['description']}")
@@ -120,6 +122,8 @@ class LiveUI:
         elif kind == "llm_back":
             p.console.print(f"[green]LLM endpoint reachable again after {minutes(data['down_for'])}: "
                             f"experiments resume[/]")
+        elif kind == "refused":
+            p.console.print(f"    [yellow]{escape(data['message'][:160])}[/]")
         elif kind == "director":
             p.console.print(f"[magenta]director:[/] {data['text']}")
         elif kind == "error":
@@ -278,7 +282,13 @@ def main(argv: list[str] | None = None) -> int:
                           f"(--max-iterations to change).[/]")
     resume_hint = f"python -m graph.run --campaign {settings.campaign} --runs-dir {settings.runs_dir} --resume"
     try:
-        final = run_campaign(settings, models, handle_sigint=True)
+        if settings.parallel:
+            from graph.parallel import run_parallel
+            final = run_parallel(settings, log=console.print)
+            console.print(summary_table(settings.runs_dir / settings.campaign))
+            console.print(f"stopped: {final['stop_reason']}")
+        else:
+            final = run_campaign(settings, models, handle_sigint=True)
     except (CampaignError, HarnessError, WorkspaceError, SandboxError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2

@@ -236,6 +236,8 @@ def start_tracing(campaign, *, environ: Mapping[str, str] | None = None) -> Trac
         "models": campaign.models.label,
         "provider": getattr(campaign.models, "provider", ""),
     }
+    if getattr(campaign, "parallel", False):       # one trace tree per agent of a parallel campaign
+        metadata.update(agent=campaign.agent, gpu=campaign.device)
     client = project = None
     if langsmith_enabled():
         from langsmith import utils as ls_utils

@@ -24,7 +24,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from graph.offline.constants import parse_constants
 from graph.offline.directive import DirectiveReading, read_directive
-from graph.offline.patterns import file_text, reports_failure, run_figures, split_directive
+from graph.offline.patterns import file_text, in_flight_names, reports_failure, run_figures, split_directive
 from graph.offline.search import Move, move_from_patch, parse_history, plan
 from graph.prompts import message_text
 
@@ -168,7 +168,8 @@ class OfflineResearcher(RuleBasedChat):
         if len(patches) >= MAX_PATCH_TRIES:
             return self._final(f"no experiment: {len(patches)} patches were refused",
                                [patches[-1].text[:200]])
-        move, reading = self._choose(constants, history, directive, failed_keys)
+        # a constant another agent is changing right now is theirs to try (the ledger refuses duplicates)
+        move, reading = self._choose(constants, history, directive, failed_keys, set(in_flight_names(rest)))
         if move is None:
             lines = [f"directive: {reading.verdict} - {reading.why}"] if reading else []
             return self._final(NO_EXPERIMENT_LEFT, lines + ["every move I know on the constants of train.py was tried"])
@@ -179,11 +180,13 @@ class OfflineResearcher(RuleBasedChat):
             return self._final(f"no experiment: the {name} tool is not available", [])
         return _tool_call(name, args, it, note)
 
-    def _choose(self, constants, history, directive, exclude) -> tuple[Move | None, DirectiveReading | None]:
+    def _choose(self, constants, history, directive, exclude, busy=frozenset()) -> tuple[Move | None, DirectiveReading | None]:
         reading = read_directive(directive, constants, history, exclude) if directive else None
         if reading and reading.move is not None:
             return reading.move, reading
         moves = plan(constants, history, exclude)
+        free = [m for m in moves if m.name not in busy]     # other agents are changing these now
+        moves = free or moves
         return (moves[0] if moves else None), reading
 
     def _report(self, move: Move | None, run: Turn, constants, history, directive, failed_keys) -> AIMessage:

@@ -131,6 +131,22 @@ def section(prompt: str, words: tuple[str, ...]) -> str:
     return ""
 
 
+IN_FLIGHT_CHANGE = re.compile(r"\+\s*([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+def in_flight_names(task: str) -> list[str]:
+    """The constants other agents are changing now: `+NAME = ...` lines under a heading that says
+    what is running on other agents (prompts/agent_others.md)."""
+    names, inside = [], False
+    for line in task.splitlines():
+        heading = HEADING.match(line)
+        if heading:
+            inside = "running now" in heading.group(2).lower()
+        elif inside:
+            names += IN_FLIGHT_CHANGE.findall(line)
+    return names
+
+
 def split_directive(task: str) -> tuple[str, str]:
     """(pending directive, the task without it). The directive is the section under a heading
     that mentions 'directive' (its quoted lines if any), else a free-standing 'I think you could
