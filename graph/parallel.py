@@ -37,6 +37,9 @@ AGENTS_DIR = "agents"              # the agents' own folders, in the run dir
 INSTALL_HINT = "pip install -e '.[ray]'  (or: make setup, which installs it)"
 POLL_SECONDS = 2.0                 # how often the driver looks at its agents
 REPORT_EVERY_S = 60.0              # the driver refreshes report.md this often while agents run
+# set in the environment of the Ray processes a campaign starts, so that its leftovers (Ray's node
+# agents outlive a killed driver for a minute or two) can be found and stopped on resume
+RAY_MARK_ENV = "AUTORESEARCH_RAY_RUN_DIR"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ def requested_gpus(settings: Settings) -> list[str] | None:
 
 
 def import_ray():
+    # each agent's lines as they come: Ray's de-duplication would merge lines of different agents
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     try:
         import ray
     except ImportError:
@@ -179,6 +184,11 @@ def run_parallel(settings: Settings, log=print) -> dict:
     wanted = requested_gpus(settings)
     if wanted is not None:     # Ray hands out only the GPUs it is shown
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(wanted)
+    if not settings.ray_address:
+        stopped = kill_marked(run_dir)
+        if stopped:
+            log(f"stopped {len(stopped)} Ray process(es) left over by this campaign's last driver: {stopped}")
+        os.environ[RAY_MARK_ENV] = str(run_dir)
     ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=True,
              logging_level="WARNING", **({} if settings.ray_address else {"num_gpus": len(wanted)} if wanted else {}))
     try:
@@ -204,6 +214,25 @@ def run_parallel(settings: Settings, log=print) -> dict:
         return supervise(ray, ledger, actors, run_dir, settings, log)
     finally:
         ray.shutdown()
+        if not settings.ray_address:
+            kill_marked(run_dir)
+
+
+def kill_marked(run_dir: Path) -> list[int]:
+    """SIGKILL this user's processes whose environment carries RAY_MARK_ENV=run_dir (this
+    campaign's own Ray processes), but this one. Returns their pids."""
+    mark = f"{RAY_MARK_ENV}={run_dir}".encode() + b"\0"
+    killed = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        pid = int(environ.parent.name)
+        try:
+            if pid == os.getpid() or mark not in environ.read_bytes():
+                continue
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (OSError, ValueError):      # gone, or another user's
+            continue
+    return killed
 
 
 def supervise(ray, ledger, actors: dict, run_dir: Path, settings: Settings, log) -> dict:

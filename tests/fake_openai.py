@@ -185,3 +185,58 @@ class FakeOpenAI:
                     pass
 
         return Handler
+
+
+# -----------------------------------------------------------------------------
+# a researcher over HTTP: the offline researcher and director answering any number of agents
+
+
+class ResearcherServer(FakeOpenAI):
+    """Answers every request from the offline models (graph/offline/) after `latency` seconds: a
+    request with tools is the agent's (the offline researcher), one without is the director's. It
+    keeps no script, so concurrent agents can share it: the parallel tests and GPU measurements.
+
+        python -m tests.fake_openai --latency 5 --port 8123     # then OPENAI_BASE_URL=http://127.0.0.1:8123/v1
+    """
+
+    def __init__(self, latency: float = 0.0, port: int = 0) -> None:
+        super().__init__()
+        if port:
+            self._server.server_close()
+            self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+            self._server.daemon_threads = True
+            self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self.latency = latency
+
+    def _next(self, recorded: Recorded) -> Scripted:
+        from langchain_openai.chat_models.base import _convert_dict_to_message, _convert_message_to_dict
+
+        from graph.offline.director import OfflineDirector
+        from graph.offline.models import OfflineResearcher, rough_usage
+
+        with self._lock:
+            self.requests.append(recorded)
+        messages = [_convert_dict_to_message(m) for m in recorded.body.get("messages", [])]
+        tools = tuple(t["function"]["name"] for t in recorded.body.get("tools") or [])
+        model = OfflineResearcher(tool_names=tools) if tools else OfflineDirector()
+        answer = model.respond(messages)
+        answer = answer if not isinstance(answer, str) else _convert_dict_to_message({"role": "assistant",
+                                                                                      "content": answer})
+        message = _convert_message_to_dict(answer)
+        body = _completion(message, "tool_calls" if message.get("tool_calls") else "stop", "scripted-researcher")
+        used = rough_usage(messages, answer)
+        body["usage"] = {"prompt_tokens": used["input_tokens"], "completion_tokens": used["output_tokens"],
+                         "total_tokens": used["total_tokens"]}
+        return Scripted(body=body, delay=self.latency)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="serve the offline researcher as an OpenAI-compatible endpoint")
+    parser.add_argument("--latency", type=float, default=5.0, help="seconds before each answer")
+    parser.add_argument("--port", type=int, default=8123)
+    args = parser.parse_args()
+    server = ResearcherServer(args.latency, args.port)
+    print(f"serving the offline researcher on {server.base_url} ({args.latency:g} s a request)", flush=True)
+    server._server.serve_forever(0.05)
