@@ -20,6 +20,7 @@ carries on with the others.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -40,6 +41,7 @@ REPORT_EVERY_S = 60.0              # the driver refreshes report.md this often w
 # set in the environment of the Ray processes a campaign starts, so that its leftovers (Ray's node
 # agents outlive a killed driver for a minute or two) can be found and stopped on resume
 RAY_MARK_ENV = "AUTORESEARCH_RAY_RUN_DIR"
+LEDGER_TIMES_FILE = "ledger_calls.json"   # the agents' time in ledger calls, written at the end
 
 
 @dataclass(frozen=True)
@@ -77,16 +79,25 @@ def import_ray():
 
 
 class LedgerClient:
-    """The shared ledger as an agent sees it: the Ledger's methods, each one call to its actor."""
+    """The shared ledger as an agent sees it: the Ledger's methods, each one call to its actor,
+    timed (`calls`: method -> seconds of each call, round trip included) for the ledger's overhead."""
 
     def __init__(self, handle, results_path: Path):
         self.handle = handle
         self.results_path = results_path
+        self.calls: dict[str, list[float]] = {}
 
     def __getattr__(self, name):
         ray = import_ray()
         method = getattr(self.handle, name)
-        return lambda *args, **kwargs: ray.get(method.remote(*args, **kwargs))
+
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return ray.get(method.remote(*args, **kwargs))
+            finally:
+                self.calls.setdefault(name, []).append(time.perf_counter() - start)
+        return call
 
 
 class AgentActor:
@@ -147,7 +158,7 @@ class AgentActor:
             conn.close()
             tracing.close()
         return {"agent": self.slot.name, "device": self.device, "stop_reason": final.get("stop_reason", ""),
-                "iteration": final.get("iteration", 0)}
+                "iteration": final.get("iteration", 0), "ledger_calls": self.ledger.calls}
 
 
 def open_agent(settings: Settings, models, run_dir: Path, slot: Slot, device: str, ledger) -> Campaign:
@@ -239,6 +250,7 @@ def supervise(ray, ledger, actors: dict, run_dir: Path, settings: Settings, log)
     """Wait for the agents; an agent whose process died has its experiment recorded as a crash.
     The first Ctrl-C lets every agent finish and record its experiment; the second stops now."""
     from graph.run import refresh_report
+    started = time.time()
     pending = {actor.run.remote(): name for name, actor in actors.items()}
     finished, lost = {}, {}
     interrupts = []
@@ -275,7 +287,32 @@ def supervise(ray, ledger, actors: dict, run_dir: Path, settings: Settings, log)
         signal.signal(signal.SIGINT, previous)
     reasons = sorted({f["stop_reason"] for f in finished.values() if f["stop_reason"]})
     refresh_report(run_dir, settings.llm_prices)
+    overhead = ledger_overhead(finished.values(), results.rows(run_dir / results.RESULTS_FILE), started)
+    (run_dir / LEDGER_TIMES_FILE).write_text(json.dumps(overhead, indent=1))
+    if overhead["per_experiment_ms"] is not None:
+        log(f"ledger: {overhead['per_experiment_ms']:.1f} ms of calls per experiment, p99 of a call "
+            f"{overhead['p99_ms']:.1f} ms ({LEDGER_TIMES_FILE})")
     return {"stop_reason": "; ".join(reasons) or "done", "agents": finished, "lost": lost}
+
+
+def ledger_overhead(finished, rows, since: float) -> dict:
+    """What the agents spent waiting on the ledger (round trips included): per call and method, and
+    per experiment recorded since `since` (this session; calls of agents that were lost are not counted)."""
+    calls: dict[str, list[float]] = {}
+    for summary in finished:
+        for name, times in summary.get("ledger_calls", {}).items():
+            calls.setdefault(name, []).extend(times)
+    every = sorted(t for times in calls.values() for t in times)
+    experiments = len({r.iteration for r in rows if r.iteration and r.is_verdict
+                       and r.timestamp is not None and r.timestamp.timestamp() >= since})
+
+    def p99(values):
+        return 1000 * values[min(len(values) - 1, int(0.99 * len(values)))] if values else None
+    return {"calls": len(every), "experiments": experiments,
+            "per_experiment_ms": 1000 * sum(every) / experiments if experiments else None,
+            "p99_ms": p99(every), "max_ms": 1000 * every[-1] if every else None,
+            "by_method": {name: {"n": len(times), "mean_ms": 1000 * sum(times) / len(times),
+                                 "p99_ms": p99(sorted(times))} for name, times in sorted(calls.items())}}
 
 
 def short_error(error: Exception) -> str:

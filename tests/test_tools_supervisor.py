@@ -176,3 +176,26 @@ def test_a_secret_across_a_cut_line_is_still_masked(tmp_path):
     text = out.read_text()
     assert "sk-cut" not in text and secret[::-1][:8] not in text
     assert text.splitlines()[0].endswith("[line cut]") and len(text.splitlines()[0]) < 2_100
+
+
+def test_device_lock_lets_one_run_at_a_time_use_a_gpu(tmp_path, monkeypatch):
+    """Two processes naming the same GPU: the second waits until the first lets go; another GPU
+    or none is not held up."""
+    import subprocess
+    import sys
+    import time
+
+    from tools import supervisor
+    monkeypatch.setattr(supervisor, "DEVICE_LOCK_DIR", tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, fcntl; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('held', flush=True); time.sleep(3)"), str(tmp_path / "gpu-7.lock")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    start = time.monotonic()
+    with supervisor.device_lock("3"), supervisor.device_lock(None):
+        assert time.monotonic() - start < 1.0
+    with supervisor.device_lock("7"):
+        waited = time.monotonic() - start         # the holder lets go when it exits, 3 s after "held"
+    assert waited > 2.0
+    holder.wait()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
 import json
 import os
@@ -36,6 +37,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -75,6 +77,9 @@ LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platfor
 # may run on short-lived worker threads, so every child is forked from this one long-lived thread.
 SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training-spawner")
 RUN_LOCK = threading.Lock()  # one training at a time per process: they would share the GPU
+# ... and one at a time per GPU on this machine, across processes: agents sharing a GPU
+# (--agents-per-gpu) would each get a fraction of the steps their budget buys (device_lock)
+DEVICE_LOCK_DIR = Path(tempfile.gettempdir()) / f"autoresearch-{os.getuid()}-gpus"
 
 
 @dataclass
@@ -560,8 +565,9 @@ def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = No
                 _spare = spare   # still good for the next run
             result = refused
         else:
-            result = supervise(launch, log_path, run_dir, wall_limit, budget, on_progress, redact, spare, prestart,
-                               seed_compile_cache, seed)
+            with device_lock(gpu):
+                result = supervise(launch, log_path, run_dir, wall_limit, budget, on_progress, redact, spare,
+                                   prestart, seed_compile_cache, seed)
         result.sandboxed, result.seed = not unsafe, seed
         result.save(log_path.with_suffix(".json"))
         ws.verify_unchanged(before, extra_files=guarded)
@@ -569,6 +575,25 @@ def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = No
         if prestart and _spare is None:
             _spare = _start_training(launch, prestart=True)
         return result
+
+
+@contextmanager
+def device_lock(gpu: str | None):
+    """Hold GPU `gpu` (an index of CUDA_VISIBLE_DEVICES; None: none named, no lock) for one run and
+    its scoring. A run's val_bpb is what its wall-clock budget buys on a whole GPU: two runs at once
+    on one GPU would each get about half the steps, and their verdicts would compare nothing. The
+    lock is a file lock, so it spans processes (parallel agents) and the kernel drops it when its
+    holder dies."""
+    if gpu is None:
+        yield
+        return
+    DEVICE_LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+    with open(DEVICE_LOCK_DIR / f"gpu-{gpu}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def precheck(source: str) -> RunResult | None:
