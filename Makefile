@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml scripts/install_torch.sh scripts/install_bubb
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	bash scripts/install_torch.sh $(PY)
-	$(PY) -m pip install -q -e ".[dev,studio]"
+	$(PY) -m pip install -q -e ".[dev,studio,ray]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -71,6 +71,7 @@ class Campaign:
     device: str = ""                    # results.tsv's `gpu`: the CUDA device or "cpu" ("": from the settings)
     lead: bool = True                   # trains the baseline (the others wait for it)
     parallel: bool = False              # one of several agents sharing the ledger
+    lead_compile_seed: Path | None = None   # the lead's compile caches, copied once its baseline ran
     on_event: Callable[[str, dict], None] | Events = field(default_factory=Events)
     on_progress: Callable[[str], None] | None = None                  # training stdout lines
     stop_requested: threading.Event = field(default_factory=threading.Event)

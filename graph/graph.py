@@ -24,6 +24,8 @@ same seed.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import asdict
 
@@ -82,6 +84,7 @@ def setup_node(c: Campaign):
             reason = wait_for_baseline(c)
             if reason:
                 return {**failed, "stop_reason": reason}
+        adopt_compile_seed(c)
         while not done or done[-1].status == results.MEASURE:   # killed mid-way: the missing runs only
             k = len(done) + 1
             c.workspace.discard()
@@ -119,6 +122,16 @@ def wait_for_baseline(c: Campaign, poll: float = 1.0) -> str:
         if reason:
             return reason
         time.sleep(poll)
+
+
+def adopt_compile_seed(c: Campaign) -> None:
+    """A parallel agent that did not train the baseline starts from the lead's compile caches
+    (tools/supervisor.py COMPILE_SEED), so its runs do not all pay a cold compile (~20 s on an H200)."""
+    from tools.supervisor import COMPILE_SEED
+    own = c.run_dir / COMPILE_SEED
+    if c.lead_compile_seed is not None and c.lead_compile_seed.is_dir() and not own.exists():
+        shutil.copytree(c.lead_compile_seed, own.with_suffix(".tmp"), dirs_exist_ok=True)
+        os.replace(own.with_suffix(".tmp"), own)
 
 
 def sync_to_best(c: Campaign, best: dict | None = None) -> dict:

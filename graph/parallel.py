@@ -178,8 +178,11 @@ def open_agent(settings: Settings, models, run_dir: Path, slot: Slot, device: st
         workspace = Workspace.create(ws_dir, config, ledger.best()["source"])
         pin = HarnessPin.open(run_dir)
         HarnessPin.create(home, pin.data_dir, source=run_dir / PIN_DIR / "nanochat")
+    from tools.supervisor import COMPILE_SEED
+    lead = run_dir / AGENTS_DIR / "a1" / COMPILE_SEED     # plan_slots: a1 leads
     campaign = Campaign(settings=settings, run_dir=home, models=models, workspace=workspace, ledger=ledger,
-                        agent=slot.name, device=device, lead=slot.lead, parallel=True)
+                        agent=slot.name, device=device, lead=slot.lead, parallel=True,
+                        lead_compile_seed=None if slot.lead else lead)
     campaign.add_director()
     return campaign
 
