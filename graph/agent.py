@@ -105,7 +105,8 @@ def call_tool(c: Campaign, tools: dict, call: dict, outcome: Outcome, iteration:
     c.on_event("tool", {"iteration": iteration, "name": name, "args": args})
     if name == "run_training":
         source = (c.workspace.root / "train.py").read_text()
-        refused = c.ledger.propose(c.agent, iteration, source)     # the same code as one done or in flight
+        # in a parallel campaign: the same code as an experiment done or in flight is not trained again
+        refused = c.ledger.propose(c.agent, iteration, source) if c.parallel else ""
         if refused:
             c.on_event("refused", {"iteration": iteration, "message": refused})
             return ToolMessage(refused, tool_call_id=call["id"], name=name)

@@ -66,7 +66,7 @@ class Campaign:
     run_dir: Path
     models: Models
     workspace: Workspace
-    ledger: Ledger
+    ledger: Ledger | None = None        # None: a ledger of its own on `workspace` (one agent)
     agent: str = "a1"                   # results.tsv's `agent`
     device: str = ""                    # results.tsv's `gpu`: the CUDA device or "cpu" ("": from the settings)
     lead: bool = True                   # trains the baseline (the others wait for it)
@@ -85,6 +85,8 @@ class Campaign:
             self.on_event = Events(self.on_event)
         if not self.device:
             self.device = default_device(self.settings, self.workspace)
+        if self.ledger is None:
+            self.ledger = Ledger(self.run_dir, self.settings, self.noise_runs, self.workspace)
 
     def add_director(self, **kwargs) -> Director:
         """Give the campaign its director (the offline one with offline models: same nodes).
@@ -168,8 +170,7 @@ def open_campaign(settings: Settings, models: Models,
     """Create the run dir and workspace, or reopen them with settings.resume, for one agent.
     Returns (campaign, resumed). Nothing is created when the settings, the data or --train are wrong."""
     run_dir, workspace = open_run_dir(settings, log)
-    ledger = Ledger(run_dir, settings, noise_runs(settings, workspace))
-    campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace, ledger=ledger)
+    campaign = Campaign(settings=settings, run_dir=run_dir, models=models, workspace=workspace)
     campaign.add_director()
     return campaign, settings.resume
 

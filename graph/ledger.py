@@ -69,12 +69,13 @@ class Ledger:
     """See the module's docstring. `settings` gives the judge's rule (noise runs, confidence, the
     minimum improvement) and the campaign's stop conditions."""
 
-    def __init__(self, run_dir: Path, settings: Settings, noise_runs: int):
+    def __init__(self, run_dir: Path, settings: Settings, noise_runs: int, workspace: Workspace | None = None):
         self.run_dir = Path(run_dir)
         self.settings = settings
         self.noise_runs = noise_runs
         self.results_path = self.run_dir / results.RESULTS_FILE
-        self.workspace = Workspace.open(self.run_dir / WORKSPACE_DIR)
+        # the campaign's repository: run_dir/workspace (or one an embedding gives)
+        self.workspace = workspace or Workspace.open(self.run_dir / WORKSPACE_DIR)
         saved = self._load()
         self.claims: dict[str, dict] = saved.get("claims", {})          # agent -> its open claim
         self.director_at: int = saved.get("director_at", 0)             # verdicts when the director last fired

@@ -202,7 +202,7 @@ def run_parallel(settings: Settings, log=print) -> dict:
         stopped = kill_marked(run_dir)
         if stopped:
             log(f"stopped {len(stopped)} Ray process(es) left over by this campaign's last driver: {stopped}")
-        os.environ[RAY_MARK_ENV] = str(run_dir)
+        os.environ[RAY_MARK_ENV] = ray_mark(run_dir).split("=", 1)[1]
     ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=True,
              logging_level="WARNING", **({} if settings.ray_address else {"num_gpus": len(wanted)} if wanted else {}))
     try:
@@ -232,19 +232,22 @@ def run_parallel(settings: Settings, log=print) -> dict:
             kill_marked(run_dir)
 
 
+def ray_mark(run_dir: Path) -> str:
+    """The environment entry of this campaign's Ray processes (the slash: /runs/a never matches /runs/ab)."""
+    return f"{RAY_MARK_ENV}={run_dir}/"
+
+
 def kill_marked(run_dir: Path) -> list[int]:
-    """SIGKILL this user's processes whose environment carries RAY_MARK_ENV=run_dir (this
-    campaign's own Ray processes), but this one. Returns their pids."""
-    mark = f"{RAY_MARK_ENV}={run_dir}".encode() + b"\0"
+    """SIGKILL the processes whose environment carries RAY_MARK_ENV=run_dir (this campaign's own
+    Ray processes), but this one. Returns their pids."""
+    from tools.supervisor import marked_processes
     killed = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        pid = int(environ.parent.name)
+    for pid in marked_processes(ray_mark(run_dir).encode()):
         try:
-            if pid == os.getpid() or mark not in environ.read_bytes():
-                continue
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-        except (OSError, ValueError):      # gone, or another user's
+            if pid != os.getpid():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        except OSError:       # gone already
             continue
     return killed
 

@@ -242,6 +242,8 @@ def render(run_dir: Path, now: float | None = None) -> str:
         rows = results.rows(tsv)
     except results.ResultsError as e:
         raise StatusError(str(e)) from None
+    if agent_dirs(run_dir):
+        return render_parallel(run_dir, rows, now)
     out = []
 
     state = running(status)
@@ -261,14 +263,7 @@ def render(run_dir: Path, now: float | None = None) -> str:
     elif rows:
         out.append(f"phase     iteration {max((r.number for r in rows), default=0)} recorded (phase unknown)")
 
-    now_at = noise.standing(rows)
-    if now_at.best_mean is not None:
-        sigma = f" ± {now_at.noise.sigma:.4f} (σ per run)" if now_at.noise.sigma else " (seed noise not measured)"
-        kept = next((r for r in reversed(rows) if r.kept), None)
-        where = f", experiment {kept.number} {kept.commit}".rstrip() if kept else ""
-        out.append(f"best      val_bpb {now_at.best_mean:.6f}{sigma}, mean of {len(now_at.best)} run(s){where}")
-    else:
-        out.append("best      - (nothing kept yet)")
+    out.append(best_line(rows))
     if status:
         patience = f" (the director steps in every {status['patience']})" if status.get("patience") else ""
         out.append(f"stall     {status.get('stall', 0)} experiment(s) without improvement{patience}")
@@ -286,20 +281,61 @@ def render(run_dir: Path, now: float | None = None) -> str:
     if status.get("error") and not status.get("ended"):
         out.append(f"last error: {status['error']}")
 
-    if rows:
-        out.append(f"results.tsv (last {min(ROWS_SHOWN, len(rows))} of {len(rows)} rows):")
-        out.append("  iter  status    val_bpb   description")
-        for r in rows[-ROWS_SHOWN:]:
-            bpb = f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-"
-            out.append(f"  {r.number:>4}  {r.status:<8}  {bpb:<8}  {results.clean(r.description, 70)}")
-    else:
-        out.append("results.tsv: no rows yet")
-    return "\n".join(out)
+    return "\n".join(out + last_rows(rows))
+
+
+def best_line(rows) -> str:
+    now_at = noise.standing(rows)
+    if now_at.best_mean is None:
+        return "best      - (nothing kept yet)"
+    sigma = f" ± {now_at.noise.sigma:.4f} (σ per run)" if now_at.noise.sigma else " (seed noise not measured)"
+    kept = next((r for r in reversed(rows) if r.kept), None)
+    where = f", experiment {kept.number} {kept.commit}".rstrip() if kept else ""
+    return f"best      val_bpb {now_at.best_mean:.6f}{sigma}, mean of {len(now_at.best)} run(s){where}"
+
+
+def last_rows(rows) -> list[str]:
+    if not rows:
+        return ["results.tsv: no rows yet"]
+    out = [f"results.tsv (last {min(ROWS_SHOWN, len(rows))} of {len(rows)} rows):",
+           "  iter  status    val_bpb   agent  description"]
+    for r in rows[-ROWS_SHOWN:]:
+        bpb = f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-"
+        out.append(f"  {r.number:>4}  {r.status:<8}  {bpb:<8}  {r.agent or '-':<5}  {results.clean(r.description, 70)}")
+    return out
+
+
+def agent_dirs(run_dir: Path) -> list[Path]:
+    """A parallel campaign's agents' folders (graph/parallel.py), each with its own status.json."""
+    agents = Path(run_dir) / "agents"
+    return sorted((p for p in agents.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name)) \
+        if agents.is_dir() else []
+
+
+def render_parallel(run_dir: Path, rows, now: float) -> str:
+    """A parallel campaign: the best and the last rows from results.tsv, then a few lines per agent."""
+    agents = [(p, read_json(p / STATUS_FILE)) for p in agent_dirs(run_dir)]
+    live = sum(1 for _, s in agents if running(s) and not s.get("ended"))
+    out = [f"campaign  {run_dir.name}: {len(agents)} agents, {live} running", best_line(rows)]
+    for folder, status in agents:
+        state = running(status)
+        if status.get("ended"):
+            head = f"ended: {status.get('stop_reason') or 'done'}"
+        elif state is False:
+            head = f"gone (pid {status.get('pid')})"
+        else:
+            head = f"{status.get('phase', '?')}, experiment {status.get('iteration', 0)}"
+        out.append(f"agent {folder.name:<4} {head}")
+        run = current_run(folder)
+        if run and run["live"]:
+            out.append("  " + run_line(folder, run, now))
+    return "\n".join(out + last_rows(rows))
 
 
 def ended(run_dir: Path) -> bool:
-    """Nothing more will happen: the campaign ended, or its process is gone."""
-    return running(read_json(Path(run_dir) / STATUS_FILE)) is False
+    """Nothing more will happen: the campaign ended, or its process (every agent's) is gone."""
+    folders = agent_dirs(run_dir) or [Path(run_dir)]
+    return all(running(read_json(folder / STATUS_FILE)) is False for folder in folders)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,7 @@ def task(rows: list[tuple[str, str]], directive: str | None = None, iteration: i
         iteration=iteration, best_val_bpb="1.400000", best_runs=3, baseline_val_bpb="1.500000",
         noise="σ = 0.0100 per run (6 repeated runs)",
         history=history_table(rows), directive_section=directive_section(directive),
-        stall="", max_agent_steps=12,
+        stall="", max_agent_steps=12, others="",
     ))
     return HumanMessage(text)
 

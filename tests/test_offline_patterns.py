@@ -18,7 +18,7 @@ from tools.patching import DIVIDER_RE, REPLACE_RE, SEARCH_RE
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "train.py").read_text()
 TASK = dict(iteration=3, best_val_bpb="1.400000", best_runs=2, baseline_val_bpb="1.500000",
-            noise="σ = 0.0100 per run (6 repeated runs)", stall="", max_agent_steps=12)
+            noise="σ = 0.0100 per run (6 repeated runs)", stall="", max_agent_steps=12, others="")
 
 
 @pytest.fixture
@@ -143,3 +143,16 @@ def test_the_director_prompts_give_back_their_parts():
 def test_the_agent_prompt_shows_our_patch_markers():
     system = render_prompt("agent_system", {})
     assert all(marker in system for marker in (patterns.SEARCH, patterns.DIVIDER, patterns.REPLACE))
+
+
+def test_the_offline_researcher_leaves_constants_other_agents_are_changing():
+    """prompts/agent_others.md lists the changed lines of the experiments in flight; the offline
+    researcher reads the names off `+NAME = ...` lines and picks another constant."""
+    from graph.agent import others_text
+    claims = [{"agent": "a2", "device": "1", "iteration": 5, "trying": "-MATRIX_LR = 0.02 | +MATRIX_LR = 0.03"},
+              {"agent": "a3", "device": "0", "iteration": 6, "trying": ""}]
+    task = render_prompt("agent_task", dict(TASK, history="(no experiments yet)", directive_section="",
+                                            others=others_text(claims)))
+    assert "agent a3 (device 0), experiment 6: still thinking" in task
+    assert patterns.in_flight_names(task) == ["MATRIX_LR"]
+    assert patterns.in_flight_names(task.replace("Running now on other agents", "Something else")) == []

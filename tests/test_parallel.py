@@ -16,7 +16,8 @@ import pytest
 
 from graph import results
 from tests.fake_openai import ResearcherServer
-from tools.supervisor import run_processes
+from graph.parallel import ray_mark
+from tools.supervisor import marked_processes, run_processes
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -122,6 +123,7 @@ def test_kill_9_of_the_driver_then_resume_loses_and_doubles_nothing(tmp_path, cp
                                 capture_output=True, text=True).stdout
         assert status == "", status
     assert json.loads((run_dir / "ledger.json").read_text())["claims"] == {}, out[-2000:]
+    assert marked_processes(ray_mark(run_dir).encode()) == []      # no Ray process of it left behind
 
 
 def test_an_agent_killed_mid_run_is_recorded_as_a_crash_and_the_others_carry_on(tmp_path, cpu_data):

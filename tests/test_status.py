@@ -63,7 +63,7 @@ def test_status_shows_phase_best_training_tools_and_rows(run_dir, capsys):
     assert "training  logs/iter-00003-agent-1.log: step 123, 12.3% of the budget, loss 2.7700, ETA 1m27s" in out
     assert "read_file(path='train.py')" in out and "run_training()" in out
     assert "x" * 80 not in out                                  # tool arguments are clipped
-    assert "  iter  status    val_bpb   description" in out
+    assert "  iter  status    val_bpb   agent  description" in out
     assert out.count("higher LR") == 2 and "wider MLP" in out and out.count("baseline") == 2
     assert sorted(p.name for p in run_dir.rglob("*")) == before   # nothing written
 
@@ -137,3 +137,27 @@ def test_without_a_terminal_training_progress_is_plain_lines(tmp_path, monkeypat
                             "  training 20% (step 40, loss 3.60)"]
     assert len(progress) == 12 and progress[-1] == "  training 100% (step 201, loss 1.99)"
     assert "\x1b" not in buf.getvalue()
+
+
+def test_a_parallel_campaign_shows_each_agent(run_dir, capsys):
+    """Moved under agents/a1 (the running one) with a finished a2 beside it: the campaign's best and
+    rows from its results.tsv, a line per agent, and the live run of the one training."""
+    parallel = run_dir.parent / "par"
+    (parallel / "agents").mkdir(parents=True)
+    run_dir.rename(parallel / "agents" / "a1")
+    a1 = parallel / "agents" / "a1"
+    (a1 / results.RESULTS_FILE).rename(parallel / results.RESULTS_FILE)
+    pid = json.loads((a1 / "training.pid").read_text())
+    (a1 / "training.pid").write_text(json.dumps({**pid, "log": str(a1 / "logs" / "iter-00003-agent-1.log")}))
+    a2 = status.StatusFile(parallel / "agents" / "a2", "par")
+    (parallel / "agents" / "a2").mkdir()
+    a2.event("phase", {"iteration": 4, "phase": "agent thinking"})
+    assert not status.ended(parallel)
+    a2.end("reached --max-iterations 4")
+    assert status.main([str(parallel)]) == 0
+    out = capsys.readouterr().out
+    assert "campaign  par: 2 agents, 1 running" in out
+    assert "best      val_bpb 0.985000" in out
+    assert "agent a1   training, experiment 3" in out and "step 123, 12.3% of the budget" in out
+    assert "agent a2   ended: reached --max-iterations 4" in out
+    assert "wider MLP" in out

@@ -191,6 +191,12 @@ def run_processes(run_dir=None, keep=()) -> list[int]:
     found by the run marker in their environment, except those whose marker is in `keep`."""
     prefix = f"{RUN_MARKER_ENV}={campaign_key(run_dir) if run_dir else ''}".encode()
     kept = {f"{RUN_MARKER_ENV}={m}".encode() for m in keep if m}
+    return marked_processes(prefix, kept)
+
+
+def marked_processes(prefix: bytes, kept=frozenset()) -> list[int]:
+    """Pids of this user's live processes with an environment entry starting with `prefix` (and not
+    one of `kept`): how a campaign finds what it started, whatever a process did to its name."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
