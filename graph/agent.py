@@ -27,6 +27,7 @@ from tools import RunResult
 from tools.redact import clip_for_model
 
 CHOICES = ("followed", "adapted", "rejected")
+OTHERS_SHOWN = 24        # in-flight experiments listed in the prompt (hundreds of agents: a count for the rest)
 
 
 def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
@@ -147,7 +148,9 @@ def others_text(claims: list[dict], prompts_dir=None) -> str:
     if not claims:
         return ""
     lines = [f"- agent {c['agent']} (device {c.get('device') or '?'}), experiment {c['iteration']}: "
-             f"{c.get('trying') or 'still thinking'}" for c in claims]
+             f"{c.get('trying') or 'still thinking'}" for c in claims[:OTHERS_SHOWN]]
+    if len(claims) > OTHERS_SHOWN:
+        lines.append(f"- and {len(claims) - OTHERS_SHOWN} more (code identical to one in flight is refused)")
     return render_prompt(AGENT_OTHERS, {"claims": "\n".join(lines)}, prompts_dir)
 
 

@@ -56,7 +56,8 @@ STATUS_ALIASES = {"kept": KEEP, "baseline": KEEP, "discarded": DISCARD, "crashed
 # a directive counts for a keep only if the agent actually acted on it
 LED_CHOICES = ("followed", "adapted")
 
-HISTORY_ROWS = 40        # rows of history the agent sees (the oldest are summarised by count)
+HISTORY_ROWS = 40        # experiments the agent sees in full; it sees every older one on a short line
+OLDER_DESCRIPTION_CHARS = 60
 
 log = logging.getLogger("graph.results")
 
@@ -265,22 +266,22 @@ def rows(path: Path):
 
 
 def history_table(path: Path, limit: int = HISTORY_ROWS) -> str:
-    """A compact table of past experiments (their verdicts) for the agent's and director's prompts:
-    an experiment measured several times shows the mean of its runs and n; a discard near the best
-    says it was within noise."""
+    """Every experiment of the campaign (its verdict), one line each, for the agent's and director's
+    prompts: the last `limit` in full (an experiment measured several times shows the mean of its
+    runs and n; a discard near the best says it was within noise), the older ones shorter."""
     verdicts = [r for r in rows(path) if r.is_verdict]
     if not verdicts:
         return "(no experiments yet)"
-    shown = verdicts[-limit:]
-    lines = []
-    if len(verdicts) > len(shown):
-        older = verdicts[: len(verdicts) - len(shown)]
-        keeps = sum(r.kept for r in older)
-        lines.append(f"({len(older)} older experiments not shown, {keeps} of them kept)")
     sigma = next((r.sigma for r in reversed(verdicts) if r.sigma), None)   # the campaign's latest estimate
-    lines.append("iter | val_bpb (mean ± σ, n runs)   | status  | description")
-    for r in shown:
+    lines = ["iter | val_bpb (mean ± σ, n runs)   | status  | description"]
+    older = len(verdicts) - limit
+    several = len({r.agent for r in verdicts if r.agent}) > 1       # a parallel campaign: say whose
+    for i, r in enumerate(verdicts):
         value = r.mean if r.mean is not None else r.val_bpb
+        if i < older:               # compact: the number, the score, the verdict, the description's start
+            lines.append(f"{r.number:>4} | {f'{value:.6f}' if value else '-':<28} | {r.status:<7} | "
+                         f"{clip(r.description, OLDER_DESCRIPTION_CHARS)}")
+            continue
         if value and (r.runs or 0) > 1:
             bpb = f"{value:.6f}" + (f" ± {sigma:.4f}" if r.kept and sigma else "") + f" (n={r.runs})"
         else:
@@ -288,6 +289,8 @@ def history_table(path: Path, limit: int = HISTORY_ROWS) -> str:
         notes = " [directive]" if r.directive else ""
         if "within noise" in (r.reason or ""):
             notes += " [within noise of the best]"
+        if several and r.agent:
+            notes += f" [agent {r.agent}]"
         lines.append(f"{r.number:>4} | {bpb:<28} | {r.status:<7} | "
                      f"{r.description}{notes}")
     if sigma:

@@ -125,3 +125,23 @@ def test_the_agent_history_shows_verdicts_with_mean_sigma_n_and_within_noise(tmp
     assert "1.300000" in lines[3] and "within noise" not in lines[3]
     assert lines[-1] == "(seed noise: σ = 0.0129 per run)"
     assert [(p.name, p.status) for p in parse_history(text)] == [("MATRIX_LR", "discard"), ("DEPTH", "discard")]
+
+
+def test_the_history_lists_every_experiment_the_older_ones_short(tmp_path):
+    """Past HISTORY_ROWS, older experiments stay in the prompt on a short line (not a count), and
+    in a campaign of several agents each line says whose it was."""
+    from graph import results
+    from graph.offline import parse_history
+    tsv = tmp_path / "results.tsv"
+    results.append_row(tsv, {"iteration": 0, "status": "keep", "val_bpb": "1.000000", "runs": 1, "mean": "1.000000",
+                             "description": "baseline", "agent": "a1"})
+    for i in range(1, 46):
+        results.append_row(tsv, {"iteration": i, "status": "discard", "val_bpb": f"{1 + i / 100:.6f}", "runs": 1,
+                                 "mean": f"{1 + i / 100:.6f}", "agent": f"a{1 + i % 2}",
+                                 "description": f"MATRIX_LR: 0.04 -> 0.{i:02d} " + "because " * 20})
+    lines = results.history_table(tsv, limit=40).splitlines()
+    assert len(lines) == 1 + 46 and "not shown" not in "\n".join(lines)
+    assert lines[2].startswith("   1 | 1.010000") and lines[2].endswith("…") and len(lines[2]) < 110
+    assert "[agent" not in lines[2]                                   # short lines carry no notes
+    assert lines[-1].startswith("  45 |") and lines[-1].endswith("[agent a2]") and "because " * 20 in lines[-1]
+    assert len(parse_history("\n".join(lines))) == 45                 # the offline researcher reads them all
