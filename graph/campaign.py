@@ -56,8 +56,7 @@ class Campaign:
 
     One agent runs a campaign in its run dir, on the ledger's own workspace. In a parallel campaign
     (graph/parallel.py) each agent is a Campaign whose `run_dir` is its own folder under the
-    campaign's (its workspace, logs, checkpoints) and whose `ledger` is the shared one; `lead` says
-    which agent trains the baseline.
+    campaign's (its workspace, logs, checkpoints) and whose `ledger` is the shared one.
 
     `redactor` is the campaign's one redactor (tools/redact.py): the provider keys and every
     secret-looking environment value. What goes to the LLM, the tools' answers, the checkpoints
@@ -69,9 +68,7 @@ class Campaign:
     ledger: Ledger | None = None        # None: a ledger of its own on `workspace` (one agent)
     agent: str = "a1"                   # results.tsv's `agent`
     device: str = ""                    # results.tsv's `gpu`: the CUDA device or "cpu" ("": from the settings)
-    lead: bool = True                   # trains the baseline (the others wait for it)
     parallel: bool = False              # one of several agents sharing the ledger
-    lead_compile_seed: Path | None = None   # the lead's compile caches, copied once its baseline ran
     on_event: Callable[[str, dict], None] | Events = field(default_factory=Events)
     on_progress: Callable[[str], None] | None = None                  # training stdout lines
     stop_requested: threading.Event = field(default_factory=threading.Event)

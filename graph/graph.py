@@ -80,13 +80,14 @@ def setup_node(c: Campaign):
         failed = {"campaign": c.identity, "started_at": started, "iteration": 0, "stall": 0, "plateau": 0}
         runs = c.noise_runs
         done = c.rows(0)
-        if not c.lead and (not done or done[-1].status == results.MEASURE):
-            reason = wait_for_baseline(c)
-            if reason:
-                return {**failed, "stop_reason": reason}
-        adopt_compile_seed(c)
         while not done or done[-1].status == results.MEASURE:   # killed mid-way: the missing runs only
-            k = len(done) + 1
+            k = c.ledger.claim_baseline_run(c.agent)
+            if k == 0:        # the other runs are being trained by other agents of a parallel campaign
+                reason = wait_for_baseline(c)
+                if reason:
+                    return {**failed, "stop_reason": reason}
+                done = c.rows(0)
+                continue
             c.workspace.discard()
             c.on_event("phase", {"iteration": 0, "phase": "baseline training" if runs == 1 else
                                  f"baseline training (run {k} of {runs}: measuring seed noise)"})
@@ -100,6 +101,7 @@ def setup_node(c: Campaign):
             c.on_event("recorded", {"iteration": 0, "status": row.status, "val_bpb": run.val_bpb,
                                     "description": "baseline", "reason": row.reason})
             done = c.rows(0)
+        adopt_compile_seed(c)
         row = done[-1]
         best = c.ledger.best()
         annotate(config, iteration=0, commit=row.commit, val_bpb=best["mean"], status=row.status)
@@ -111,26 +113,28 @@ def setup_node(c: Campaign):
 
 
 def wait_for_baseline(c: Campaign, poll: float = 1.0) -> str:
-    """A parallel campaign's agents but the lead wait for the lead's baseline. "" once it is recorded,
-    else why the campaign stops (the baseline failed, Ctrl-C, a STOP file)."""
-    c.on_event("phase", {"iteration": 0, "phase": "waiting for the baseline (agent a1 trains it)"})
-    while True:
-        done = c.rows(0)
-        if done and done[-1].status != results.MEASURE:
-            return ""
+    """Wait while other agents train the baseline's remaining runs: "" once one of them is recorded
+    (or the baseline is complete), else why the campaign stops (a failed baseline, Ctrl-C, STOP)."""
+    c.on_event("phase", {"iteration": 0, "phase": "waiting for the other agents' baseline runs"})
+    recorded = len(c.rows(0))
+    while len(c.rows(0)) == recorded and not c.ledger.claim_baseline_run(c.agent):
         reason = c.ledger.stop_reason() or ("interrupted (Ctrl-C)" if c.stop_requested.is_set() else "")
         if reason:
             return reason
         time.sleep(poll)
+    return ""
 
 
 def adopt_compile_seed(c: Campaign) -> None:
-    """A parallel agent that did not train the baseline starts from the lead's compile caches
-    (tools/supervisor.py COMPILE_SEED), so its runs do not all pay a cold compile (~20 s on an H200)."""
+    """In a parallel campaign, an agent that did not train the baseline's first run starts from the
+    compile caches that run seeded (tools/supervisor.py COMPILE_SEED), so its runs do not all pay a
+    cold compile (~20 s on an H200). The seed stays the baseline's code's, never an experiment's."""
     from tools.supervisor import COMPILE_SEED
     own = c.run_dir / COMPILE_SEED
-    if c.lead_compile_seed is not None and c.lead_compile_seed.is_dir() and not own.exists():
-        shutil.copytree(c.lead_compile_seed, own.with_suffix(".tmp"), dirs_exist_ok=True)
+    seeder = c.ledger.compile_seeder() if c.parallel and not own.exists() else ""
+    source = c.run_dir.parent / seeder / COMPILE_SEED
+    if seeder and seeder != c.agent and source.is_dir():
+        shutil.copytree(source, own.with_suffix(".tmp"), dirs_exist_ok=True)
         os.replace(own.with_suffix(".tmp"), own)
 
 

@@ -81,6 +81,7 @@ class Ledger:
         self.director_at: int = saved.get("director_at", 0)             # verdicts when the director last fired
         self.started_at: float = saved.get("started_at") or time.time()
         self.halted = ""                    # a reason every agent stops for (Ctrl-C, a failed baseline); not saved
+        self.baseline_runs: dict[int, str] = {}   # baseline run -> the agent training it (not saved: redone)
         self._rows: list = []
         self._size = -1
         self.done = self._done_fingerprints()   # fingerprint -> experiment number, from the repository
@@ -212,6 +213,7 @@ class Ledger:
     def abandon(self, agent: str, why: str, device: str = "") -> results.Row | None:
         """An agent is gone (its process or node died, or a resumed campaign runs without it): its open
         claim becomes a crash row, so the experiment is on record and its number is not reused."""
+        self.baseline_runs = {k: holder for k, holder in self.baseline_runs.items() if holder != agent}
         claim = self.claims.get(agent)
         if claim is None:
             return None
@@ -251,27 +253,49 @@ class Ledger:
 
     # -- recording -------------------------------------------------------------
 
+    def claim_baseline_run(self, agent: str) -> int:
+        """The baseline run `agent` trains next (1..noise_runs, each on its own seed), or 0 when every
+        run is recorded or being trained by another agent: in a parallel campaign the baseline's runs
+        are spread over the agents."""
+        recorded = {r.seed for r in self.rows(0)}
+        for k in range(1, self.noise_runs + 1):
+            if noise.run_seed(self.settings.campaign, 0, k) in recorded:
+                continue
+            if self.baseline_runs.get(k, agent) == agent:
+                self.baseline_runs[k] = agent
+                return k
+        return 0
+
     def record_baseline(self, agent: str, device: str, k: int, run: dict) -> results.Row:
         """Run `k` of the baseline (the campaign's first code), measured --noise-runs times: a
-        `measure` row until the last, which is the baseline's keep. Idempotent on k."""
-        done = self.rows(0)
-        if len(done) >= k:
-            return done[k - 1]
+        `measure` row for each run but the last recorded, which is the baseline's keep with the mean
+        of all. Idempotent: a run already recorded (by its seed) is returned."""
         run = RunResult(**run)
+        done = self.rows(0)
+        same = [r for r in done if r.seed == run.seed]
+        if same:
+            return same[0]
+        count = len(done) + 1
         values = [r.val_bpb for r in done if r.val_bpb is not None] + [run.val_bpb]
         measured = noise.Noise.pooled([values])
-        if k < self.noise_runs:
-            status, reason = results.MEASURE, f"baseline run {k} of {self.noise_runs} (measuring seed noise)"
+        if count < self.noise_runs:
+            status, reason = results.MEASURE, f"baseline run {count} of {self.noise_runs} (measuring seed noise)"
         else:
             status = results.KEEP
-            reason = f"baseline: mean of {k} run(s); " + (measured.describe() if k > 1 else
-                                                          "--noise-runs 1: seed noise not measured")
+            reason = f"baseline: mean of {count} run(s); " + (measured.describe() if count > 1 else
+                                                              "--noise-runs 1: seed noise not measured")
         self.done.setdefault(fingerprint(self.workspace.source(BEST_REF)), 0)
         self._append({**_row(self.workspace.best_commit(), run, status, "baseline", 0,
                              noise.mean(values) if status == results.KEEP else None),
-                      **_measured(run, k, values, measured, reason), "agent": agent, "gpu": device,
+                      **_measured(run, count, values, measured, reason), "agent": agent, "gpu": device,
                       **(_tokens(None, None) if status == results.KEEP else {})})      # the baseline calls no LLM
+        self.baseline_runs.pop(k, None)
         return self.rows(0)[-1]
+
+    def compile_seeder(self) -> str:
+        """The agent that trained the baseline's first run, whose compile caches seed the others'."""
+        first = noise.run_seed(self.settings.campaign, 0, 1)
+        return next((r.agent for r in self.rows(0) if r.seed == first), "")
 
     def record(self, agent: str, device: str, iteration: int, attempt: int, outcome: dict, source: str | None,
                directive_short: str = "", director_usage: dict | None = None, crashed: str = "") -> results.Row:

@@ -49,17 +49,16 @@ class Slot:
     """One agent's place: its name (results.tsv's `agent`) and its share of a GPU (0: the CPU)."""
     name: str
     gpu_share: float
-    lead: bool
 
 
 def plan_slots(settings: Settings, gpu_count: int) -> list[Slot]:
     """The agents to run: `--workers N` on the CPU, or `--agents-per-gpu` per GPU of `--gpus`."""
     if settings.gpus is None:
-        return [Slot(f"a{i + 1}", 0.0, i == 0) for i in range(settings.workers)]
+        return [Slot(f"a{i + 1}", 0.0) for i in range(settings.workers)]
     if gpu_count < 1:
         raise CampaignError(f"--gpus {settings.gpus}: Ray sees no GPU here (use --workers N on the CPU)")
     k = settings.agents_per_gpu
-    return [Slot(f"a{i + 1}", 1.0 / k, i == 0) for i in range(gpu_count * k)]
+    return [Slot(f"a{i + 1}", 1.0 / k) for i in range(gpu_count * k)]
 
 
 def requested_gpus(settings: Settings) -> list[str] | None:
@@ -178,11 +177,8 @@ def open_agent(settings: Settings, models, run_dir: Path, slot: Slot, device: st
         workspace = Workspace.create(ws_dir, config, ledger.best()["source"])
         pin = HarnessPin.open(run_dir)
         HarnessPin.create(home, pin.data_dir, source=run_dir / PIN_DIR / "nanochat")
-    from tools.supervisor import COMPILE_SEED
-    lead = run_dir / AGENTS_DIR / "a1" / COMPILE_SEED     # plan_slots: a1 leads
     campaign = Campaign(settings=settings, run_dir=home, models=models, workspace=workspace, ledger=ledger,
-                        agent=slot.name, device=device, lead=slot.lead, parallel=True,
-                        lead_compile_seed=None if slot.lead else lead)
+                        agent=slot.name, device=device, parallel=True)
     campaign.add_director()
     return campaign
 

@@ -118,3 +118,23 @@ def test_the_campaign_plateau_fires_the_director_once_for_all_agents(ledger):
     assert ledger.director_due("a1", 3) is True
     assert ledger.director_due("a2", 3) is False          # a1 fired it: the count starts again
     assert ledger.plateau() == 0
+
+
+def test_the_baseline_runs_are_spread_over_the_agents(tmp_path):
+    """Each agent claims a different baseline run; runs recorded out of order give measure rows,
+    then one keep with the mean of all; a lost agent's run goes back to the others."""
+    from graph.noise import run_seed
+    Workspace.create(tmp_path / WORKSPACE_DIR, HarnessConfig(profile="cpu", data="builtin", time_budget=5))
+    book = Ledger(tmp_path, Settings(campaign="b", runs_dir=tmp_path, offline=True), noise_runs=3)
+    assert [book.claim_baseline_run(a) for a in ("a1", "a2", "a3", "a1")] == [1, 2, 3, 1]
+    assert book.claim_baseline_run("a4") == 0                    # every run is taken
+    book.abandon("a3", "its process died")
+    assert book.claim_baseline_run("a4") == 3
+    seed = {k: run_seed("b", 0, k) for k in (1, 2, 3)}
+    assert book.record_baseline("a2", "1", 2, run(1.02, seed[2])).status == results.MEASURE
+    assert book.record_baseline("a2", "1", 2, run(1.02, seed[2])).runs == 1          # idempotent
+    assert book.record_baseline("a4", "0", 3, run(0.98, seed[3])).status == results.MEASURE
+    keep = book.record_baseline("a1", "0", 1, run(1.00, seed[1]))
+    assert keep.status == results.KEEP and keep.runs == 3 and keep.mean == pytest.approx(1.0)
+    assert book.claim_baseline_run("a2") == 0
+    assert book.compile_seeder() == "a1"                          # it trained run 1 (seed_compile_cache)

@@ -135,7 +135,8 @@ def test_an_agent_killed_mid_run_is_recorded_as_a_crash_and_the_others_carry_on(
             status = json.loads((a2 / "status.json").read_text())
         except (OSError, ValueError):
             return None
-        return status["pid"] if status.get("phase") == "training" and run_processes(a2) else None
+        experiment = status.get("iteration", 0) >= 1        # an experiment's run, not a baseline run
+        return status["pid"] if experiment and status.get("phase") == "training" and run_processes(a2) else None
     pid = wait_for(a2_training, 300, "agent a2 training", proc)
     os.kill(pid, signal.SIGKILL)
     out = finish(proc)
