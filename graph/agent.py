@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.runnables import RunnableConfig
 
 from graph import noise, usage
+from graph.results import clip
 from graph.campaign import Campaign
 from graph.ledger import DESCRIPTION_CHARS, EXPERIMENT_REF
 from graph.llm import LLMUnavailable, invoke_with_retry
@@ -109,6 +110,7 @@ def call_tool(c: Campaign, tools: dict, call: dict, outcome: Outcome, iteration:
         # in a parallel campaign: the same code as an experiment done or in flight is not trained again
         refused = c.ledger.propose(c.agent, iteration, source) if c.parallel else ""
         if refused:
+            outcome["note"] = clip(refused, 160)       # the row's reason, if it never trains after all
             c.on_event("refused", {"iteration": iteration, "message": refused})
             return ToolMessage(refused, tool_call_id=call["id"], name=name)
         c.on_event("phase", {"iteration": iteration, "phase": "training"})
