@@ -114,7 +114,8 @@ def test_the_agents_runs_are_named_by_iteration(tmp_path, monkeypatch):
     ws = make_workspace(tmp_path)
     campaign = SimpleNamespace(workspace=ws, results_path=tmp_path / "results.tsv", logs_dir=tmp_path / "logs",
                                settings=SimpleNamespace(gpu=None, prestart=False, unsafe_no_sandbox=False),
-                               on_progress=None, redactor=None)
+                               on_progress=None, redactor=None, parallel=False,
+                               ledger=SimpleNamespace(history=lambda: "(no experiments yet)"))
     tools = {t.name: t for t in Campaign.tools(campaign, seed=1, iteration=3)}
     for k in (1, 2):
         tools["run_training"].invoke({"type": "tool_call", "name": "run_training", "args": {}, "id": f"c{k}"})
