@@ -253,28 +253,44 @@ class Ledger:
 
     # -- recording -------------------------------------------------------------
 
+    def baseline_done(self) -> dict[int, results.Row]:
+        """The baseline's recorded runs by run number: a row whose seed is run k's is run k; a row
+        whose seed names no run (a stand-in's, an older campaign's) takes the lowest number left."""
+        seeds = {noise.run_seed(self.settings.campaign, 0, k): k for k in range(1, self.noise_runs + 1)}
+        done, unnamed = {}, []
+        for r in self.rows(0):
+            k = seeds.get(r.seed)
+            if k is not None and k not in done:
+                done[k] = r
+            else:
+                unnamed.append(r)
+        free = [k for k in range(1, self.noise_runs + 1) if k not in done]
+        done.update(zip(free, unnamed))
+        return done
+
     def claim_baseline_run(self, agent: str) -> int:
         """The baseline run `agent` trains next (1..noise_runs, each on its own seed), or 0 when every
         run is recorded or being trained by another agent: in a parallel campaign the baseline's runs
         are spread over the agents."""
-        recorded = {r.seed for r in self.rows(0)}
+        done = self.baseline_done()
         for k in range(1, self.noise_runs + 1):
-            if noise.run_seed(self.settings.campaign, 0, k) in recorded:
-                continue
-            if self.baseline_runs.get(k, agent) == agent:
+            if k not in done and self.baseline_runs.get(k, agent) == agent:
                 self.baseline_runs[k] = agent
                 return k
+        rows = self.rows(0)
+        if len(done) == self.noise_runs and rows[-1].status == results.MEASURE:
+            return len(rows) + 1     # resumed with fewer --noise-runs: one more run closes the baseline
         return 0
 
     def record_baseline(self, agent: str, device: str, k: int, run: dict) -> results.Row:
         """Run `k` of the baseline (the campaign's first code), measured --noise-runs times: a
         `measure` row for each run but the last recorded, which is the baseline's keep with the mean
-        of all. Idempotent: a run already recorded (by its seed) is returned."""
+        of all. Idempotent: a run already recorded is returned."""
         run = RunResult(**run)
+        recorded = self.baseline_done()
+        if k in recorded:
+            return recorded[k]
         done = self.rows(0)
-        same = [r for r in done if r.seed == run.seed]
-        if same:
-            return same[0]
         count = len(done) + 1
         values = [r.val_bpb for r in done if r.val_bpb is not None] + [run.val_bpb]
         measured = noise.Noise.pooled([values])
@@ -294,8 +310,8 @@ class Ledger:
 
     def compile_seeder(self) -> str:
         """The agent that trained the baseline's first run, whose compile caches seed the others'."""
-        first = noise.run_seed(self.settings.campaign, 0, 1)
-        return next((r.agent for r in self.rows(0) if r.seed == first), "")
+        first = self.baseline_done().get(1)
+        return first.agent if first is not None else ""
 
     def record(self, agent: str, device: str, iteration: int, attempt: int, outcome: dict, source: str | None,
                directive_short: str = "", director_usage: dict | None = None, crashed: str = "") -> results.Row:

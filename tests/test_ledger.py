@@ -138,3 +138,19 @@ def test_the_baseline_runs_are_spread_over_the_agents(tmp_path):
     assert keep.status == results.KEEP and keep.runs == 3 and keep.mean == pytest.approx(1.0)
     assert book.claim_baseline_run("a2") == 0
     assert book.compile_seeder() == "a1"                          # it trained run 1 (seed_compile_cache)
+
+
+def test_baseline_runs_whose_seeds_name_no_run_still_count(ledger, tmp_path):
+    """A stand-in's runs all carry one seed (the fixture's ledger recorded seeds 1, 2, 3): they are
+    runs 1..3 in order, so nothing is left to claim and nothing is recorded twice."""
+    assert sorted(ledger.baseline_done()) == [1, 2, 3]
+    assert ledger.claim_baseline_run("a1") == 0
+    assert ledger.record_baseline("a1", "0", 2, run(5.0, seed=1)).val_bpb == pytest.approx(1.010)
+    assert len(ledger.rows(0)) == 3
+    Workspace.create(tmp_path / "other" / WORKSPACE_DIR, HarnessConfig(profile="cpu", data="builtin", time_budget=5))
+    book = Ledger(tmp_path / "other", Settings(campaign="s", runs_dir=tmp_path, offline=True), noise_runs=2)
+    assert book.claim_baseline_run("a1") == 1
+    book.record_baseline("a1", "0", 1, run(1.0, seed=None))
+    assert book.claim_baseline_run("a1") == 2
+    assert book.record_baseline("a1", "0", 2, run(1.1, seed=None)).status == results.KEEP
+    assert book.claim_baseline_run("a1") == 0
