@@ -95,7 +95,8 @@ def setup_node(c: Campaign):
             if run.status != "ok":
                 c.on_event("error", {"message": f"the baseline train.py failed ({run.status}): {run.message}"})
                 annotate(config, iteration=0, status=f"baseline {run.status}")
-                c.ledger.halt(f"baseline failed: {run.status}")       # the other agents stop too
+                if c.parallel:                                     # the other agents stop too
+                    c.ledger.halt(f"baseline failed: {run.status}")
                 return {**failed, "stop_reason": f"baseline failed: {run.status}"}
             row = c.ledger.record_baseline(c.agent, c.device, k, asdict(run))
             c.on_event("recorded", {"iteration": 0, "status": row.status, "val_bpb": run.val_bpb,
