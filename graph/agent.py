@@ -35,7 +35,7 @@ def run_agent(c: Campaign, state: CampaignState, iteration: int, directive: str,
               config: RunnableConfig | None = None) -> Outcome:
     s = c.settings
     tools = {t.name: t for t in c.tools(seed=c.seed(iteration, 1), iteration=iteration)}
-    now = noise.standing(c.ledger.rows())
+    now = c.ledger.standing()
     values = {
         "iteration": iteration,
         "best_val_bpb": f"{state['best_val_bpb']:.6f}",

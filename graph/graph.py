@@ -224,8 +224,7 @@ def judge_node(c: Campaign):
             return {"outcome": {**outcome, "confirm": True}}
         kept = row.kept
         best = sync_to_best(c)
-        recorded = c.ledger.rows()
-        spent = usage.totals(recorded)
+        spent = c.ledger.spent()
         c.on_event("verdict", {"iteration": iteration, "status": row.status, "best": best["mean"], "reason": row.reason,
                                "runs": len(rows), "tokens": usage.totals([row]).total, "total_tokens": spent.total,
                                "cost": spent.cost(*c.settings.llm_prices)})

@@ -128,7 +128,16 @@ class Ledger:
     def best(self) -> dict:
         """The best code: its commit in the campaign's repository, its source and its mean val_bpb."""
         return {"commit": self.workspace.best_commit(), "source": self.workspace.source(BEST_REF),
-                "mean": noise.standing(self.rows()).best_mean}
+                "mean": self.standing().best_mean}
+
+    def standing(self) -> noise.Standing:
+        """The best's runs and the campaign's seed noise, computed here: an agent of a parallel
+        campaign gets these figures, not every row through Ray."""
+        return noise.standing(self.rows())
+
+    def spent(self) -> usage.Totals:
+        """The LLM tokens the campaign's rows record (every session's)."""
+        return usage.totals(self.rows())
 
     def history(self) -> str:
         return results.history_table(self.results_path)
@@ -240,7 +249,7 @@ class Ledger:
         """The --max-llm-tokens / --max-llm-cost stop, on results.tsv's totals (a resumed campaign
         counts what its earlier sessions spent)."""
         s = self.settings
-        spent = usage.totals(self.rows())
+        spent = self.spent()
         if s.max_llm_tokens is not None and spent.total >= s.max_llm_tokens:
             return (f"reached --max-llm-tokens {s.max_llm_tokens}: the campaign's LLM calls used {spent.total} tokens "
                     f"(agent {spent.agent}, director {spent.director})")
