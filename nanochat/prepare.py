@@ -671,9 +671,16 @@ def load_harness(argv: list[str] | None = None) -> Harness:
         print(f"harness error: {e}", file=sys.stderr)
         sys.exit(2)
     if profile.device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(cpu_threads())
     use_compile_cache(config.compile_cache)
     return Harness(config, data, seed)
+
+
+def cpu_threads() -> int:
+    """Every core, unless OMP_NUM_THREADS caps it: runs that share the CPU (a test suite's workers, a
+    shared machine) lose more to oversubscribed, spinning OpenMP threads than they gain."""
+    capped = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(capped) if capped.isdigit() and int(capped) > 0 else os.cpu_count() or 1
 
 
 def use_compile_cache(path: Path) -> None:

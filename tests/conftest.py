@@ -12,6 +12,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+# One torch thread per training or scoring run: the suite's workers run several at once on few cores,
+# and OpenMP threads that outnumber the cores spin against each other (runs 2x slower, evals 3x).
+# No test depends on how many steps a run makes.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("cache")

@@ -164,6 +164,16 @@ def test_bad_data_path_is_a_clear_error(tmp_path):
         HarnessConfig(profile="tpu").resolved_profile()
 
 
+def test_cpu_runs_use_every_core_unless_omp_num_threads_caps_them(monkeypatch):
+    monkeypatch.setattr(prepare.os, "cpu_count", lambda: 6)
+    for value, threads in [(None, 6), ("2", 2), ("3,1", 3), ("0", 6), ("many", 6)]:
+        if value is None:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert prepare.cpu_threads() == threads, value
+
+
 def test_render_applies_profile_constants():
     text = prepare.render_train_py("cpu")
     for name, value in prepare.PROFILES["cpu"].train_overrides.items():

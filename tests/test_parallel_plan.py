@@ -7,7 +7,8 @@ import pytest
 
 from graph.campaign import CampaignError
 from graph.configuration import Settings, parse_settings
-from graph.parallel import Slot, import_ray, plan_slots, requested_gpus
+from graph import parallel
+from graph.parallel import Slot, cpu_threads_per_agent, import_ray, plan_slots, requested_gpus
 
 
 def test_the_flags_plan_one_agent_per_gpu_slot():
@@ -20,6 +21,14 @@ def test_the_flags_plan_one_agent_per_gpu_slot():
     assert not Settings().parallel
     with pytest.raises(CampaignError, match="sees no GPU"):
         plan_slots(parse_settings(["--gpus", "all"]), 0)
+
+
+def test_cpu_agents_share_the_cores_unless_the_user_set_the_threads(monkeypatch):
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [cpu_threads_per_agent(n) for n in (1, 3, 8, 20)] == ["8", "2", "1", "1"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert cpu_threads_per_agent(3) == "5"
 
 
 @pytest.mark.parametrize("argv, message", [
