@@ -196,6 +196,9 @@ def director_fires(c: Campaign, state: CampaignState) -> bool:
 def agent_node(c: Campaign):
     def agent(state: CampaignState, config: RunnableConfig) -> dict:
         iteration = experiment_number(state)
+        closed = next((r for r in c.rows(iteration) if r.is_verdict), None)
+        if closed is not None:   # resumed into an experiment closed while this agent was gone (abandoned):
+            return {"outcome": {"description": closed.description, "note": closed.reason}}   # its row stands
         sync_to_best(c)     # a resumed iteration starts from the best code, like a fresh one
         annotate(config, iteration=iteration, commit=_short(c.workspace.head()))   # also on its LLM/tool runs
         directive = state.get("directive", "")

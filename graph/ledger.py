@@ -329,6 +329,7 @@ class Ledger:
         already recorded (a judge killed after recording) is returned, not recorded twice."""
         rows = self.rows(iteration)
         if len(rows) >= attempt:
+            self._release(agent, iteration, rows[attempt - 1])
             return rows[attempt - 1]
         run = RunResult(**outcome["run"]) if outcome.get("run") else None
         description = outcome.get("description") or "(no description)"
@@ -374,11 +375,17 @@ class Ledger:
         })
         if status == results.KEEP:
             git(self.workspace.root, "update-ref", BEST_REF, sha)
-        if status != results.MEASURE and self.claims.get(agent, {}).get("iteration") == iteration:
+        row = self.rows(iteration)[-1]
+        self._release(agent, iteration, row)
+        fault_point("judge-after-row")
+        return row
+
+    def _release(self, agent: str, iteration: int, row: results.Row) -> None:
+        """A verdict closes the agent's claim on its experiment (also when it was on record already:
+        an agent resumed into an experiment abandoned while it was gone must not claim it again)."""
+        if row.is_verdict and self.claims.get(agent, {}).get("iteration") == iteration:
             del self.claims[agent]
             self._save()
-        fault_point("judge-after-row")
-        return self.rows(iteration)[-1]
 
     def _append(self, row: dict) -> None:
         results.append_row(self.results_path, row)

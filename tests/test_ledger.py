@@ -105,7 +105,12 @@ def test_a_lost_agent_s_experiment_is_a_crash_and_its_number_is_not_reused(ledge
     assert row.iteration == 2 and row.status == results.CRASH and "node lost" in row.reason
     assert row.agent == "a2" and row.gpu == "1"
     assert ledger.abandon("a2", "again") is None
+    # a2 resumed from its checkpoint carries on with experiment 2 (2026-11-30: it looped on it): its
+    # run is refused nothing, but judging it finds the crash row and releases the number
+    assert ledger.propose("a2", 2, template("\nX = 2\n")) == ""
+    assert ledger.record("a2", "1", 2, 1, {"run": run(0.5), "description": "late"}, template("\nX = 2\n")) == row
     assert ledger.claim("a2", "1") == {"iteration": 3}
+    assert [r.iteration for r in ledger.rows() if r.iteration == 2] == [2]
     assert '"a2"' in (ledger.run_dir / LEDGER_FILE).read_text()
 
 
