@@ -42,3 +42,9 @@ def cpu_data(cache_dir, tiny_corpus):
     from nanochat.prepare import HarnessConfig, prepare_data
     config = HarnessConfig(profile="cpu", data=str(tiny_corpus), cache_dir=str(cache_dir))
     return config, prepare_data(config, log=lambda s: None)
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests (whole campaigns) first, so xdist's workers start on them together rather
+    than one worker finishing the suite alone on a campaign collected last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

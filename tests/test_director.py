@@ -397,6 +397,7 @@ def test_the_prefetch_never_blocks_an_iteration(tmp_path, fake_training):
         release.set()
 
 
+@pytest.mark.slow
 def test_open_campaign_attaches_a_director(tmp_path, monkeypatch):
     from graph.campaign import open_campaign
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
@@ -409,14 +410,14 @@ def test_open_campaign_attaches_a_director(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_end_to_end_on_the_cpu_harness(tmp_path, cpu_data, monkeypatch):
-    """The real harness (2 s of training per run) for both experiments: a discard, the director,
+    """The real harness (1 s of training per run) for both experiments: a discard, the director,
     an experiment that carries its directive. min_improvement is huge so nothing is kept: the
     stall is certain. Only the baseline is faked, to save a run (~12 s on 2 cores)."""
     monkeypatch.setattr(campaign_module, "run_training", lambda workspace, **kw: run_result(BASELINE_BPB))
     from nanochat.prepare import HarnessConfig, render_train_py
     from tools import Workspace
     config, _ = cpu_data
-    pinned = HarnessConfig(profile="cpu", data=config.data, time_budget=2, cache_dir=config.cache_dir)
+    pinned = HarnessConfig(profile="cpu", data=config.data, time_budget=1, cache_dir=config.cache_dir)
     ws = Workspace.create(tmp_path / "ws", pinned, render_train_py("cpu"))
     s = Settings(offline=True, plateau_patience=1, max_iterations=2, min_improvement=100.0, runs_dir=tmp_path / "runs")
     run_dir = tmp_path / "runs" / "e2e"

@@ -274,7 +274,7 @@ def test_a_campaign_keeps_no_forged_score_leaks_no_key_and_leaves_nothing_behind
 
     monkeypatch.setenv("OPENAI_API_KEY", CANARY)
     config, _ = cpu_data
-    settings = Settings(campaign="evil", runs_dir=tmp_path / "runs", profile="cpu", data=config.data, time_budget=2,
+    settings = Settings(campaign="evil", runs_dir=tmp_path / "runs", profile="cpu", data=config.data, time_budget=1,
                         max_iterations=3, offline=True, plateau_patience=99, noise_runs=1)   # one row an attack
     ws_git = settings.runs_dir / "evil" / "workspace" / ".git"
     marker = tmp_path / "fsmonitor-ran"

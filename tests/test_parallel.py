@@ -24,7 +24,7 @@ pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-LATENCY = 2.0        # seconds per LLM request: 4 requests an experiment, ~8 s against ~6 s of training
+LATENCY = 2.0        # seconds per LLM request: 4 requests an experiment, ~8 s against a ~8-s run
 
 
 def campaign(tmp_path, cpu_data, name, *flags, server=None, resume=False) -> subprocess.Popen:
@@ -35,7 +35,7 @@ def campaign(tmp_path, cpu_data, name, *flags, server=None, resume=False) -> sub
     if server is not None:
         env.update(OPENAI_API_KEY="sk-test-parallel", OPENAI_BASE_URL=server.base_url)
     args = [sys.executable, "-m", "graph.run", "--campaign", name, "--runs-dir", str(tmp_path / "runs"),
-            *([] if resume else ["--profile", "cpu", "--data", config.data, "--time-budget", "2"]),
+            *([] if resume else ["--profile", "cpu", "--data", config.data, "--time-budget", "1"]),
             "--noise-runs", "1", "--plateau-patience", "99", *flags, *(["--resume"] if resume else []),
             *([] if server is not None else ["--offline"])]
     # the console goes to a file: Ray's processes may hold a pipe open after the driver is killed

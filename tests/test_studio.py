@@ -63,7 +63,7 @@ def _server_env(tmp_path, data: str) -> dict:
                 "LANGGRAPH_CLI_NO_ANALYTICS": "1",
                 "AUTORESEARCH_RUNS_DIR": str(tmp_path / "runs"), "AUTORESEARCH_CAMPAIGN": "t",
                 "AUTORESEARCH_OFFLINE": "true", "AUTORESEARCH_PROFILE": "cpu", "AUTORESEARCH_DATA": data,
-                "AUTORESEARCH_TIME_BUDGET": "3", "AUTORESEARCH_NOISE_RUNS": "1",
+                "AUTORESEARCH_TIME_BUDGET": "1", "AUTORESEARCH_NOISE_RUNS": "1",
                 "AUTORESEARCH_MAX_ITERATIONS": "1"})
     return env
 

@@ -79,6 +79,7 @@ def test_apply_patch_tool(bound):
     assert out.startswith("Applied 1 edit to train.py") and "LR = 0.1" in (ws.root / "train.py").read_text()
 
 
+@pytest.mark.slow
 def test_run_training_tool_returns_the_result_as_artifact_and_read_metrics_reports_it(bound):
     ws, tools, tmp_path = bound
     assert tools["read_metrics"].invoke({}).startswith("No training run yet")

@@ -150,7 +150,7 @@ def test_without_a_sandbox_a_campaign_refuses_to_start_and_unsafe_runs_say_so(tm
     monkeypatch.setitem(sandbox._checked, "reason", "bubblewrap (bwrap) is not installed")
     config, _ = cpu_data
     args = ["--campaign", "nobox", "--runs-dir", str(tmp_path / "runs"), "--profile", "cpu", "--data", config.data,
-            "--time-budget", "2", "--max-iterations", "0", "--offline", "--noise-runs", "1"]
+            "--time-budget", "1", "--max-iterations", "0", "--offline", "--noise-runs", "1"]
     assert main(args) == 2
     out = capsys.readouterr().out
     assert "bwrap" in out and "apt-get install bubblewrap" in out and "--unsafe-no-sandbox" in out

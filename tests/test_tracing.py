@@ -97,7 +97,7 @@ def test_a_campaign_reaches_langsmith_as_a_tree_and_the_run_dir_as_jsonl(tmp_pat
     (prompts / "agent_system.md").write_text((PACKAGED_DIR / "agent_system.md").read_text()
                                              + f"\nTest credentials: {KEY} and {TOKEN} and {LS_KEY}.\n")
     argv = ["--campaign", "traced", "--runs-dir", str(tmp_path / "runs"), "--offline", "--profile", "cpu",
-            "--time-budget", "2", "--max-iterations", "1", "--data", str(tiny_corpus), "--prompts-dir", str(prompts),
+            "--time-budget", "1", "--max-iterations", "1", "--data", str(tiny_corpus), "--prompts-dir", str(prompts),
             "--noise-runs", "1"]   # one run per experiment: the tree below has no confirm node
 
     assert main(argv) == 0      # main flushes the LangSmith client before it returns
