@@ -55,8 +55,14 @@ def task(rows: list[tuple[str, str]], directive: str | None = None, iteration: i
     return HumanMessage(text)
 
 
-def run_iteration(model, source: str, rows, directive=None, patch_ok=lambda patch: True):
-    """Drive one iteration like the graph would; returns (final message, calls, patched source)."""
+RUN_OK = "status: ok\nval_bpb: 1.234567\ntraining_seconds: 300.0"
+DUPLICATE = ("Refused: agent a2 is training this same code right now (experiment 7: -X | +Y). Its result will "
+             "be in the history; try a different change, then call run_training again.")
+
+
+def run_iteration(model, source: str, rows, directive=None, patch_ok=lambda patch: True, run=lambda source: RUN_OK):
+    """Drive one iteration like the graph would; returns (final message, calls, patched source).
+    `run(source)` answers run_training for the source as patched."""
     messages = [SystemMessage(render_prompt("agent_system", {})), task(rows, directive)]
     calls, patched = [], source
     for _ in range(12):
@@ -70,12 +76,12 @@ def run_iteration(model, source: str, rows, directive=None, patch_ok=lambda patc
             out = numbered(source)
         elif call["name"] == "apply_patch":
             if patch_ok(call["args"]["patch"]):
-                patched = apply_patch_text(source, call["args"]["patch"])
+                patched = apply_patch_text(patched, call["args"]["patch"])
                 out = "applied 1 SEARCH/REPLACE block to train.py"
             else:
                 out = "error: SEARCH block 1 not found in train.py"
         elif call["name"] == "run_training":
-            out = "status: ok\nval_bpb: 1.234567\ntraining_seconds: 300.0"
+            out = run(patched)
         else:
             out = "unknown tool"
         messages.append(ToolMessage(out, tool_call_id=call["id"], name=call["name"]))
@@ -181,6 +187,32 @@ def test_failed_patch_moves_on_to_the_next_candidate():
     assert [c["name"] for c in calls] == ["read_file", "apply_patch", "apply_patch", "run_training"]
     assert calls[1]["args"]["patch"] != calls[2]["args"]["patch"]
     assert DESCRIPTION.match(final.content)
+
+
+def test_a_change_refused_as_a_duplicate_is_undone_and_another_is_trained():
+    """Another agent runs the same change (the ledger refuses it): undo it, try the next candidate."""
+    trained = []
+
+    def run(source):
+        trained.append(source)
+        return DUPLICATE if len(trained) == 1 else RUN_OK
+
+    final, calls, patched = run_iteration(researcher(), FIXTURE, [], run=run)
+    assert [c["name"] for c in calls] == ["read_file", "apply_patch", "run_training", "apply_patch", "apply_patch",
+                                          "run_training"]
+    first, undo, second = (c["args"]["patch"] for c in calls if c["name"] == "apply_patch")
+    assert apply_patch_text(apply_patch_text(FIXTURE, first), undo) == FIXTURE
+    assert patched == apply_patch_text(FIXTURE, second) != trained[0]      # only the second change is in
+    assert first != second                                                  # another change
+    assert DESCRIPTION.match(final.content)
+    name, value = second.split("=======")[1].split(">>>>>>>")[0].split("#")[0].split("=")
+    assert final.content.splitlines()[0].startswith(name.strip()) and value.strip() in final.content.splitlines()[0]
+
+
+def test_gives_up_after_bounded_duplicate_refusals():
+    final, calls, _ = run_iteration(researcher(), FIXTURE, [], run=lambda source: DUPLICATE)
+    assert [c["name"] for c in calls].count("run_training") == 3
+    assert "no experiment: 3 changes were refused as duplicates" in final.content
 
 
 def test_gives_up_after_bounded_patch_failures():

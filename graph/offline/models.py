@@ -24,7 +24,8 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from graph.offline.constants import parse_constants
 from graph.offline.directive import DirectiveReading, read_directive
-from graph.offline.patterns import file_text, in_flight_names, reports_failure, run_figures, split_directive
+from graph.offline.patterns import (file_text, in_flight_names, refused_duplicate, reports_failure, reverse_patch,
+                                    run_figures, split_directive)
 from graph.offline.search import Move, move_from_patch, parse_history, plan
 from graph.prompts import message_text
 
@@ -35,6 +36,7 @@ OFFLINE_LABEL = "offline researcher (no LLM)"
 NO_EXPERIMENT_LEFT = "no untried experiment left"
 TRAIN_PY = "train.py"
 MAX_PATCH_TRIES = 3  # candidates tried in one iteration when apply_patch refuses them
+MAX_DUPLICATES = 3   # candidates tried in one iteration when run_training refuses them as duplicates
 MAX_READ_TRIES = 2
 
 
@@ -154,20 +156,36 @@ class OfflineResearcher(RuleBasedChat):
         constants = parse_constants(file_text(reads[-1].text))
 
         patches = [t for t in it.turns if t.name == "apply_patch"]
-        runs = [t for t in it.turns if t.name == "run_training"]
-        applied = next((t for t in reversed(patches) if t.ok), None)
         failed_keys = [m.key for t in patches if not t.ok and (m := move_from_patch(t.args.get("patch", "")))]
+        # a change run_training refused as a duplicate (another agent has it) is undone, then another is tried
+        applied, since, duplicates = None, 0, []
+        for i, turn in enumerate(it.turns):
+            if turn.name == "apply_patch" and turn.ok:
+                undone = applied is not None and turn.args.get("patch") == reverse_patch(applied.args.get("patch", ""))
+                applied, since = (None, i) if undone else (turn, i)
+            elif turn.name == "run_training" and applied is not None and refused_duplicate(turn.text):
+                duplicates.append(applied)
+        last = it.turns[-1]
+        if last.name == "run_training" and refused_duplicate(last.text) and applied is not None:
+            if len(duplicates) >= MAX_DUPLICATES:
+                return self._final(f"no experiment: {len(duplicates)} changes were refused as duplicates",
+                                   [last.text[:200]])
+            return self._call("apply_patch", {"patch": reverse_patch(applied.args.get("patch", ""))}, it,
+                              "undoing that change: " + last.text[:120])
+        failed_keys += [m.key for t in duplicates if (m := move_from_patch(t.args.get("patch", "")))]
 
         if applied is not None:
             move = move_from_patch(applied.args.get("patch", ""))
+            runs = [t for t in it.turns[since:] if t.name == "run_training"]
             if not runs:
                 what = move.description if move else "the patch"
                 return self._call("run_training", {}, it, f"training with {what}")
             return self._report(move, runs[-1], constants, history, directive, failed_keys)
 
-        if len(patches) >= MAX_PATCH_TRIES:
-            return self._final(f"no experiment: {len(patches)} patches were refused",
-                               [patches[-1].text[:200]])
+        refused = [t for t in patches if not t.ok]
+        if len(refused) >= MAX_PATCH_TRIES:
+            return self._final(f"no experiment: {len(refused)} patches were refused",
+                               [refused[-1].text[:200]])
         # a constant another agent is changing right now is theirs to try (the ledger refuses duplicates)
         move, reading = self._choose(constants, history, directive, failed_keys, set(in_flight_names(rest)))
         if move is None:

@@ -86,6 +86,17 @@ def patch_block(old: str, new: str) -> str:
     return f"{SEARCH}\n{old}\n{DIVIDER}\n{new}\n{REPLACE}"
 
 
+def reverse_patch(patch: str) -> str:
+    """The patch that undoes one of ours (each block's SEARCH and REPLACE swapped)."""
+    return "\n".join(patch_block(new, old) for old, new in patch_blocks(patch))
+
+
+def refused_duplicate(run_answer: str) -> bool:
+    """Whether run_training refused to train because the code is a duplicate (graph/ledger.py:
+    the same code as an experiment done, or as one another agent is running)."""
+    return run_answer.lstrip().startswith("Refused:") and "same code" in run_answer
+
+
 def patch_blocks(patch: str) -> list[tuple[str, str]]:
     """(SEARCH text, REPLACE text) of each block of a patch written like patch_block's."""
     return PATCH_BLOCK.findall(patch)
