@@ -18,10 +18,12 @@ setup: $(VENV)/.installed
 run: setup         ## a campaign: offline demo with no key/GPU; pass flags with ARGS="..."
 	$(PY) -m graph.run $(ARGS)
 
-# pytest-xdist processes: much of a slow test's time is process start-up and sandboxing
+# pytest-xdist processes, one per core: each test's runs use one torch thread (tests/conftest.py).
+# --maxschedchunk 1 hands out tests one at a time in collection order, slow campaigns first, so no
+# worker is left with a block of them at the end.
 TEST_WORKERS ?= 2
 test: setup        ## the whole test suite (CPU)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxschedchunk 1 $(PYTEST_ARGS)
 
 studio: setup      ## LangGraph Studio: `langgraph dev` on the campaign graph; pass flags with ARGS="..."
 	$(VENV)/bin/langgraph dev --no-reload --no-browser $(ARGS)

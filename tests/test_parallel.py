@@ -117,7 +117,7 @@ def agent_training(home: Path):
 def test_a_lost_agent_and_a_killed_driver_lose_and_double_nothing(tmp_path, cpu_data):
     """Agent a2's process is killed mid-run: one crash row, and a1 goes on alone. Then the driver
     is killed with -9 while a1 trains, and --resume (both agents again) finishes the campaign."""
-    proc = campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "7")
+    proc = campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "6")
     run_dir = tmp_path / "runs" / "k"
     a1, a2 = run_dir / "agents" / "a1", run_dir / "agents" / "a2"
     os.kill(wait_for(lambda: agent_training(a2), 300, "agent a2 training", proc), signal.SIGKILL)
@@ -134,10 +134,10 @@ def test_a_lost_agent_and_a_killed_driver_lose_and_double_nothing(tmp_path, cpu_
     before = rows_of(tmp_path, "k")
     assert "agent a2 lost" in console(proc)
     assert all(r.agent == "a1" for r in before if r.iteration > lost[0].iteration)
-    out = finish(campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "7", resume=True))
+    out = finish(campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "6", resume=True))
     after = rows_of(tmp_path, "k")
     assert after[: len(before)] == before           # nothing rewritten
-    check_every_experiment_once(after, 7)
+    check_every_experiment_once(after, 6)
     assert [r for r in after if r.status == results.CRASH] == lost
     for home in (a1, a2):
         assert run_processes(home) == []

@@ -286,7 +286,8 @@ def test_the_redactor_masks_secret_values_and_key_shapes_anywhere():
 # LangGraph Studio
 
 
-def test_langgraph_json_names_the_studio_factory_and_it_builds_the_campaign_graph(tmp_path, monkeypatch, no_langsmith):
+def test_langgraph_json_names_the_studio_factory_and_it_builds_the_campaign_graph(tmp_path, monkeypatch, no_langsmith,
+                                                                                  cpu_data):
     config = json.loads((ROOT / "langgraph.json").read_text())
     assert config["dependencies"] == ["."] and config["env"] == ".env"
     path, _, attr = config["graphs"]["campaign"].partition(":")
@@ -297,6 +298,7 @@ def test_langgraph_json_names_the_studio_factory_and_it_builds_the_campaign_grap
     monkeypatch.setenv("AUTORESEARCH_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("AUTORESEARCH_OFFLINE", "true")
     monkeypatch.setenv("AUTORESEARCH_PROFILE", "cpu")
+    monkeypatch.setenv("AUTORESEARCH_DATA", cpu_data[0].data)   # prepared already (not the builtin corpus)
     monkeypatch.chdir(tmp_path)     # no .env from the developer's checkout
     from graph import studio
 
