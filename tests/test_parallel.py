@@ -1,7 +1,7 @@
-"""Parallel campaigns on Ray, on the CPU (`--workers 2`): two agents over HTTP share one campaign
+"""A parallel campaign on Ray, on the CPU (`--workers 2`): two agents over HTTP share one campaign
 (unique rows, both contribute, each sees what the other runs); an agent's process killed mid-run
 becomes a crash row while the other goes on, and a driver killed with -9 resumes losing and
-doubling nothing. Each test starts real agents, sandboxes and training runs: a minute or two.
+doubling nothing. One campaign with real agents, sandboxes and training runs: about a minute.
 How much faster several agents are is measured on GPUs (docs/SCALING.md), not timed here."""
 
 import json
@@ -80,30 +80,6 @@ def wait_for(check, timeout: float, what: str, proc=None):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_two_agents_share_a_campaign_over_http_and_see_each_others_experiments(tmp_path, cpu_data):
-    with ResearcherServer(latency=LATENCY) as server:
-        out = finish(campaign(tmp_path, cpu_data, "two", "--workers", "2", "--max-iterations", "5", server=server))
-        prompts = [json.dumps(r.body.get("messages", [])) for r in server.requests]
-    two = rows_of(tmp_path, "two")
-    check_every_experiment_once(two, 5)
-    assert {r.agent for r in two if r.iteration} == {"a1", "a2"}, out[-2000:]     # both contribute
-    assert {r.gpu for r in two} == {"cpu"}
-    # each saw what the other was running (prompts/agent_others.md) and its rows in the history
-    assert any("Running now on other agents" in p and "agent a2" in p for p in prompts)
-    assert any("Running now on other agents" in p and "agent a1" in p for p in prompts)
-    # the best only improves in file order: every keep was judged against the best recorded before it
-    kept = [r.mean for r in two if r.kept]
-    assert kept == sorted(kept, reverse=True) and len(set(kept)) == len(kept)
-    agents = tmp_path / "runs" / "two" / "agents"
-    assert sorted(p.name for p in agents.iterdir()) == ["a1", "a2"]
-    for agent in ("a1", "a2"):        # one trace file and one checkpointed thread each
-        assert (agents / agent / "traces.jsonl").stat().st_size > 0
-        assert (agents / agent / "checkpoints.sqlite").exists()
-        assert '"agent": "%s"' % agent in (agents / agent / "traces.jsonl").read_text()
-    report = (tmp_path / "runs" / "two" / "report.md").read_text()
-    assert "Per agent" in report
-
-
 def agent_training(home: Path):
     """The agent's pid while it trains an experiment (not a baseline run), else None."""
     try:
@@ -114,35 +90,51 @@ def agent_training(home: Path):
     return status["pid"] if experiment and status.get("phase") == "training" and run_processes(home) else None
 
 
-def test_a_lost_agent_and_a_killed_driver_lose_and_double_nothing(tmp_path, cpu_data):
-    """Agent a2's process is killed mid-run: one crash row, and a1 goes on alone. Then the driver
-    is killed with -9 while a1 trains, and --resume (both agents again) finishes the campaign."""
-    proc = campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "6")
+def test_two_agents_share_a_campaign_and_a_lost_agent_or_a_killed_driver_lose_and_double_nothing(tmp_path, cpu_data):
+    """Two agents over HTTP, each seeing what the other runs. Agent a2's process is killed mid-run:
+    one crash row, and a1 goes on alone. Then the driver is killed with -9 while a1 trains, and
+    --resume (both agents again) finishes the campaign."""
     run_dir = tmp_path / "runs" / "k"
     a1, a2 = run_dir / "agents" / "a1", run_dir / "agents" / "a2"
-    os.kill(wait_for(lambda: agent_training(a2), 300, "agent a2 training", proc), signal.SIGKILL)
-    lost = wait_for(lambda: [r for r in rows_of(tmp_path, "k") if r.status == results.CRASH and r.agent == "a2"],
-                    120, "a2's crash row", proc)
-    assert len(lost) == 1 and "process died" in lost[0].reason, lost
-    wait_for(lambda: run_processes(a2) == [], 30, "a2's training run to end")
-    # a1 carries on: it records an experiment after the crash, then trains again
-    wait_for(lambda: any(r.agent == "a1" and r.is_verdict and r.iteration > lost[0].iteration
-                         for r in rows_of(tmp_path, "k")), 240, "a1 to go on", proc)
-    wait_for(lambda: agent_training(a1), 240, "a1 training", proc)
-    os.kill(proc.pid, signal.SIGKILL)              # the driver only: Ray and the agents lose it
-    proc.wait()
-    before = rows_of(tmp_path, "k")
-    assert "agent a2 lost" in console(proc)
-    assert all(r.agent == "a1" for r in before if r.iteration > lost[0].iteration)
-    out = finish(campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "6", resume=True))
+    with ResearcherServer(latency=LATENCY) as server:
+        proc = campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "6", server=server)
+        os.kill(wait_for(lambda: agent_training(a2), 300, "agent a2 training", proc), signal.SIGKILL)
+        lost = wait_for(lambda: [r for r in rows_of(tmp_path, "k") if r.status == results.CRASH and r.agent == "a2"],
+                        120, "a2's crash row", proc)
+        assert len(lost) == 1 and "process died" in lost[0].reason, lost
+        wait_for(lambda: run_processes(a2) == [], 30, "a2's training run to end")
+        # a1 carries on: it records an experiment after the crash, then trains again
+        wait_for(lambda: any(r.agent == "a1" and r.is_verdict and r.iteration > lost[0].iteration
+                             for r in rows_of(tmp_path, "k")), 240, "a1 to go on", proc)
+        wait_for(lambda: agent_training(a1), 240, "a1 training", proc)
+        os.kill(proc.pid, signal.SIGKILL)              # the driver only: Ray and the agents lose it
+        proc.wait()
+        before = rows_of(tmp_path, "k")
+        assert "agent a2 lost" in console(proc)
+        assert all(r.agent == "a1" for r in before if r.iteration > lost[0].iteration)
+        out = finish(campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "6", server=server,
+                              resume=True))
+        prompts = [json.dumps(r.body.get("messages", [])) for r in server.requests]
     after = rows_of(tmp_path, "k")
     assert after[: len(before)] == before           # nothing rewritten
     check_every_experiment_once(after, 6)
     assert [r for r in after if r.status == results.CRASH] == lost
+    assert {r.agent for r in after if r.iteration} == {"a1", "a2"} and {r.gpu for r in after} == {"cpu"}
+    # each saw what the other was running (prompts/agent_others.md) and its rows in the history
+    assert any("Running now on other agents" in p and "agent a2" in p for p in prompts)
+    assert any("Running now on other agents" in p and "agent a1" in p for p in prompts)
+    # the best only improves in file order: every keep was judged against the best recorded before it
+    kept = [r.mean for r in after if r.kept]
+    assert kept == sorted(kept, reverse=True) and len(set(kept)) == len(kept)
+    assert sorted(p.name for p in (run_dir / "agents").iterdir()) == ["a1", "a2"]
     for home in (a1, a2):
         assert run_processes(home) == []
         status = subprocess.run(["git", "status", "--porcelain"], cwd=home / "workspace",
                                 capture_output=True, text=True).stdout
         assert status == "", status
+        # one trace file and one checkpointed thread each
+        assert '"agent": "%s"' % home.name in (home / "traces.jsonl").read_text()
+        assert (home / "checkpoints.sqlite").exists()
+    assert "Per agent" in (run_dir / "report.md").read_text()
     assert json.loads((run_dir / "ledger.json").read_text())["claims"] == {}, out[-2000:]
     assert marked_processes(ray_mark(run_dir).encode()) == []      # no Ray process of it left behind
