@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from graph import results
-from graph.configuration import Settings
 from graph.noise import run_seed
-from graph.run import main, run_campaign
+from graph.run import main
 from tools.workspace import git
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,17 +28,6 @@ def fixture(tmp_path, lr_gain: float) -> Path:
     path = tmp_path / f"train_gain{lr_gain}.py"
     path.write_text(text.replace("lr_gain = 0.0", f"lr_gain = {lr_gain}"))
     return path
-
-
-def settings_for(tmp_path, cpu_data, train: Path, **kw) -> Settings:
-    config, _ = cpu_data
-    base = dict(campaign="n", runs_dir=tmp_path / "runs", profile="cpu", data=config.data, time_budget=2,
-                offline=True, plateau_patience=99, noise_runs=3, train=train)
-    return Settings(**{**base, **kw})
-
-
-def rows_of(settings) -> list:
-    return results.rows(settings.runs_dir / settings.campaign / "results.tsv")
 
 
 def by_iteration(rows) -> dict:
