@@ -176,7 +176,7 @@ def test_prompt_edits_apply_next_iteration_and_broken_prompt_is_clear(tmp_path, 
     assert agent.seen[1][0].content == "RULES VERSION TWO"
 
     (prompts / "agent_task.md").write_text("best so far {bestt_bpb}")
-    settings2 = settings_for(tmp_path, cpu_data, prompts_dir=prompts, campaign="t2", max_iterations=1)
+    settings2 = settings.model_copy(update={"resume": True, "max_iterations": 3})
     with pytest.raises(PromptError) as e:
         run_campaign(settings2, dataclasses.replace(offline_models(), agent=Scripted(script=[]), offline=False))
     assert "agent_task.md" in str(e.value) and "bestt_bpb" in str(e.value)

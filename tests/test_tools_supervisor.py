@@ -11,7 +11,7 @@ import pytest
 
 from helpers_runs import log_text, make_run, no_run_processes_left, processes_of_runs, saved, tiny_train
 from helpers_tools import snapshot
-from tools.supervisor import PID_FILE, LogWriter, read_tail, run_training
+from tools.supervisor import PID_FILE, LogWriter, RunResult, read_tail, run_training
 
 pytestmark = pytest.mark.slow
 
@@ -156,13 +156,12 @@ def test_without_a_sandbox_a_campaign_refuses_to_start_and_unsafe_runs_say_so(tm
     assert "bwrap" in out and "apt-get install bubblewrap" in out and "--unsafe-no-sandbox" in out
     assert not (tmp_path / "runs" / "nobox").exists()
 
-    ws, logs = make_run(tmp_path, cpu_data, tiny_train())
-    r = run_training(ws, logs_dir=logs, unsafe=True)
-    assert r.status == "ok" and not r.sandboxed and 2 < r.val_bpb < 30
-    assert "NOT sandboxed" in r.to_text() and "NOT sandboxed" in log_text(r)
     assert main([*args, "--unsafe-no-sandbox"]) == 0
     header, *rows = [line.split("\t") for line in (tmp_path / "runs" / "nobox" / "results.tsv").read_text().splitlines()]
     assert rows and all(row[header.index("sandbox")] == "none" for row in rows)
+    assert rows[0][header.index("status")] == "keep" and 2 < float(rows[0][header.index("val_bpb")]) < 30
+    r = RunResult.load(next((tmp_path / "runs" / "nobox" / "logs").glob("*.json")))
+    assert not r.sandboxed and "NOT sandboxed" in r.to_text() and "NOT sandboxed" in log_text(r)
 
 
 def test_a_secret_across_a_cut_line_is_still_masked(tmp_path):
