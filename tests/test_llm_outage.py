@@ -114,7 +114,7 @@ def test_ctrl_c_stops_a_waiting_campaign_at_once_and_resume_keeps_the_clock(tmp_
     g = build_graph(c, checkpointer=MemorySaver())
     final = g.invoke({}, CFG)
     assert final["stop_reason"] == "interrupted (Ctrl-C)"        # during the 60 s wait
-    assert of(events, "llm_wait")[0]["wait"] == pytest.approx(3.0, abs=0.5)   # cut to the 3 s deadline
+    assert 0 < of(events, "llm_wait")[0]["wait"] <= 3.0    # cut to the 3 s deadline (less what the calls took)
     stopped = time.monotonic()
     since = final["llm_outage"]["since"]
     assert len(results.rows(c.results_path)) == 3
@@ -133,7 +133,7 @@ def test_ctrl_c_stops_a_waiting_campaign_at_once_and_resume_keeps_the_clock(tmp_
                                              kind == "llm_wait" and c.stop_requested.set())
     final = g.invoke(resume_input(c, g, CFG), CFG)
     assert final["llm_outage"]["since"] > since and final["stop_reason"] == "interrupted (Ctrl-C)"
-    assert of(events, "llm_wait")[before]["wait"] == pytest.approx(3.0, abs=0.1)
+    assert 1.5 < of(events, "llm_wait")[before]["wait"] <= 3.0    # not the spent clock's 0 (a busy machine: less)
     assert len(results.rows(c.results_path)) == 3
 
 

@@ -46,7 +46,7 @@ def facts(result) -> dict:
 
 
 @pytest.mark.slow
-def test_the_next_run_is_served_by_the_spare_and_counts_from_go(ws, tmp_path):
+def test_the_next_run_is_served_by_the_spare_and_counts_from_go_and_a_stale_spare_is_replaced(ws, tmp_path):
     logs = tmp_path / "run" / "logs"
     before = snapshot(ws)
     first = run_training(ws, logs_dir=logs, prestart=True, seed=11)
@@ -65,27 +65,23 @@ def test_the_next_run_is_served_by_the_spare_and_counts_from_go(ws, tmp_path):
     assert asked <= float(seen["started"]) <= time.time()               # its clock started at go, not at spawn
     assert seen["nobytecode"] == "1"                                     # nothing can be planted beside a source
     assert snapshot(ws) == before                                        # the workspace is untouched
-    next_spare = supervisor._spare
-    discard_spare()
-    assert supervisor._spare is None and next_spare.proc.poll() is not None
-    assert no_run_processes_left(logs.parent)
 
-
-@pytest.mark.slow
-def test_a_spare_for_another_harness_or_a_dead_spare_is_replaced(ws, tmp_path):
-    logs = tmp_path / "run" / "logs"
-    assert run_training(ws, logs_dir=logs, prestart=True).status == "ok"
+    # a spare for another harness, or a dead one, is replaced
     stale = supervisor._spare
     harness = json.loads((ws.root / "harness.json").read_text())
     (ws.root / "harness.json").write_text(json.dumps({**harness, "time_budget": 7}))
     run = run_training(ws, logs_dir=logs, prestart=True)
     assert run.status == "ok" and facts(run)["run"] != stale.marker and stale.proc.poll() is not None
-
     dead = supervisor._spare
     os.killpg(dead.proc.pid, signal.SIGKILL)
     dead.proc.wait()
     run = run_training(ws, logs_dir=logs, prestart=True)
     assert run.status == "ok" and facts(run)["run"] != dead.marker
+
+    next_spare = supervisor._spare
+    discard_spare()
+    assert supervisor._spare is None and next_spare.proc.poll() is not None
+    assert no_run_processes_left(logs.parent)
 
 
 @pytest.mark.slow
