@@ -97,7 +97,7 @@ def test_two_agents_share_a_campaign_and_a_lost_agent_or_a_killed_driver_lose_an
     run_dir = tmp_path / "runs" / "k"
     a1, a2 = run_dir / "agents" / "a1", run_dir / "agents" / "a2"
     with ResearcherServer(latency=LATENCY) as server:
-        proc = campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "6", server=server)
+        proc = campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "5", server=server)
         os.kill(wait_for(lambda: agent_training(a2), 300, "agent a2 training", proc), signal.SIGKILL)
         lost = wait_for(lambda: [r for r in rows_of(tmp_path, "k") if r.status == results.CRASH and r.agent == "a2"],
                         120, "a2's crash row", proc)
@@ -112,12 +112,12 @@ def test_two_agents_share_a_campaign_and_a_lost_agent_or_a_killed_driver_lose_an
         before = rows_of(tmp_path, "k")
         assert "agent a2 lost" in console(proc)
         assert all(r.agent == "a1" for r in before if r.iteration > lost[0].iteration)
-        out = finish(campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "6", server=server,
+        out = finish(campaign(tmp_path, cpu_data, "k", "--workers", "2", "--max-iterations", "5", server=server,
                               resume=True))
         prompts = [json.dumps(r.body.get("messages", [])) for r in server.requests]
     after = rows_of(tmp_path, "k")
     assert after[: len(before)] == before           # nothing rewritten
-    check_every_experiment_once(after, 6)
+    check_every_experiment_once(after, 5)
     assert [r for r in after if r.status == results.CRASH] == lost
     assert {r.agent for r in after if r.iteration} == {"a1", "a2"} and {r.gpu for r in after} == {"cpu"}
     # each saw what the other was running (prompts/agent_others.md) and its rows in the history
