@@ -74,7 +74,7 @@ def test_side_by_side_runs_each_file_on_the_same_seeds_and_reports_the_differenc
     (tmp_path / "better.py").write_text(fixture.replace("base = -1.0", "base = 1.0"))   # w 0.73: ~0.2 bpb lower
     config, _ = cpu_data
     code = bench.main(["--train", str(tmp_path / "plain.py"), "--train", str(tmp_path / "better.py"),
-                       "--profile", "cpu", "--data", config.data, "--time-budget", "2", "--seeds", "2",
+                       "--profile", "cpu", "--data", config.data, "--time-budget", "1", "--seeds", "2",
                        "--no-prestart"])
     out = capsys.readouterr().out
     assert code == 0, out

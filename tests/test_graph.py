@@ -287,11 +287,11 @@ def test_kill_9_at_every_point_of_an_experiment_then_resume_loses_and_doubles_no
     proc.wait()
     assert _no_training_left(run_dir)            # the sandbox dies with its parent, and everything in it
     assert [r.iteration for r in _rows(tmp_path)] == [0, 1]
-    (run_dir / "STOP").write_text("")           # a STOP left from before does not stop a resumed campaign
     out = _cli(tmp_path, cpu_data, "--resume").communicate(timeout=400)[0]
     assert "resumed" in out, out[-3000:]
     _check_finished(tmp_path)
 
+    (run_dir / "STOP").write_text("")           # left from before: it does not stop the extended campaign
     proc = _cli(tmp_path, cpu_data, "--resume", "--max-iterations", "5")
     _wait_for_training(tmp_path, proc, 3)
     (run_dir / "STOP").write_text("")

@@ -24,7 +24,7 @@ pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-LATENCY = 1.0        # seconds per LLM request, 4 requests an experiment: the agents think while others train
+LATENCY = 0.5        # seconds per LLM request, 4 requests an experiment: the agents think while others train
 
 
 def campaign(tmp_path, cpu_data, name, *flags, server=None, resume=False) -> subprocess.Popen:
