@@ -45,6 +45,9 @@ def cpu_data(cache_dir, tiny_corpus):
 
 
 def pytest_collection_modifyitems(items):
-    """The slow tests (whole campaigns) first, so xdist's workers start on them together rather
-    than one worker finishing the suite alone on a campaign collected last."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The slow tests first, the longest of them first (`slow(seconds)`), so that with xdist handing
+    tests out one at a time no worker is left alone at the end with a long campaign."""
+    def expected(item) -> float:
+        slow = item.get_closest_marker("slow")
+        return 0.0 if slow is None else float(slow.args[0]) if slow.args else 10.0
+    items.sort(key=expected, reverse=True)

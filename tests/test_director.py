@@ -408,7 +408,7 @@ def test_open_campaign_attaches_a_director(tmp_path, monkeypatch):
     assert c.director.papers.cache.folder == tmp_path / "cache" / "papers"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(20)
 def test_end_to_end_on_the_cpu_harness(tmp_path, cpu_data, monkeypatch):
     """The real harness (1 s of training per run) for both experiments: a discard, the director,
     an experiment that carries its directive. min_improvement is huge so nothing is kept: the

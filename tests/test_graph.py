@@ -83,7 +83,7 @@ def workspace_dir(settings) -> Path:
     return settings.runs_dir / settings.campaign / "workspace"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(25)
 def test_scripted_campaign_records_every_experiment(tmp_path, cpu_data):
     settings = settings_for(tmp_path, cpu_data, max_iterations=3)
     agent = Scripted(script=[
@@ -122,7 +122,7 @@ def test_scripted_campaign_records_every_experiment(tmp_path, cpu_data):
     assert state["ended"] and state["stop_reason"] == "reached --max-iterations 3" and state["iteration"] == 3
 
 
-@pytest.mark.slow
+@pytest.mark.slow(35)
 def test_campaign_over_http_survives_429_500_and_timeouts_and_records_an_llm_that_keeps_failing(tmp_path, cpu_data):
     settings = settings_for(tmp_path, cpu_data, offline=False, max_iterations=2, llm_timeout=1.5,
                             llm_max_attempts=4, agent_model="fake-model")
@@ -156,7 +156,7 @@ def test_campaign_over_http_survives_429_500_and_timeouts_and_records_an_llm_tha
     assert "sk-test-secret" not in logs
 
 
-@pytest.mark.slow
+@pytest.mark.slow(20)
 def test_prompt_edits_apply_next_iteration_and_broken_prompt_is_clear(tmp_path, cpu_data):
     prompts = tmp_path / "prompts"
     prompts.mkdir()
@@ -185,7 +185,7 @@ def test_prompt_edits_apply_next_iteration_and_broken_prompt_is_clear(tmp_path, 
 # -----------------------------------------------------------------------------
 # The offline researcher, for real
 
-@pytest.mark.slow
+@pytest.mark.slow(50)
 def test_offline_researcher_improves_a_detuned_baseline(tmp_path, cpu_data):
     """Start from a batch 4x too small: a few offline experiments must find a better setting. Every
     run trains exactly MAX_STEPS steps (the 60-s budget never binds), so what a run learns does not
@@ -262,7 +262,7 @@ def _wait_for_training(tmp_path, proc, iteration: int):
     pytest.fail(f"experiment {iteration} never started training")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(55)
 def test_kill_9_at_every_point_of_an_experiment_then_resume_loses_and_doubles_nothing(tmp_path, cpu_data):
     """One campaign, killed with -9 in its judge before the row is written, then after, then in the
     middle of a training run; each time --resume goes on from where it stopped. Then a finished

@@ -263,6 +263,7 @@ def after(line: str, code: str) -> str:
     return f"<<<<<<< SEARCH\n{line}\n=======\n{line}\n{code}\n>>>>>>> REPLACE\n"
 
 
+@pytest.mark.slow(35)
 def test_a_campaign_keeps_no_forged_score_leaks_no_key_and_leaves_nothing_behind(tmp_path, cpu_data, monkeypatch):
     import dataclasses
     from langchain_core.messages import AIMessage

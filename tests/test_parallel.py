@@ -21,7 +21,7 @@ from graph.parallel import ray_mark
 from tools.supervisor import marked_processes, run_processes
 
 pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(100)
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY = 0.5        # seconds per LLM request, 4 requests an experiment: the agents think while others train
