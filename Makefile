@@ -19,8 +19,8 @@ run: setup         ## a campaign: offline demo with no key/GPU; pass flags with 
 	$(PY) -m graph.run $(ARGS)
 
 # pytest-xdist processes, one per core: each test's runs use one torch thread (tests/conftest.py).
-# --maxschedchunk 1 hands out tests one at a time in collection order, slow campaigns first, so no
-# worker is left with a block of them at the end.
+# --maxschedchunk 1 hands out tests one at a time in collection order, the longest campaigns first
+# (tests/conftest.py: slow(seconds)), so no worker is left with a block of them at the end.
 TEST_WORKERS ?= 2
 test: setup        ## the whole test suite (CPU)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxschedchunk 1 $(PYTEST_ARGS)
