@@ -397,15 +397,14 @@ def test_the_prefetch_never_blocks_an_iteration(tmp_path, fake_training):
         release.set()
 
 
-@pytest.mark.slow
-def test_open_campaign_attaches_a_director(tmp_path, monkeypatch):
+def test_open_campaign_attaches_a_director(tmp_path, cpu_data):
     from graph.campaign import open_campaign
-    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
-    settings = Settings(offline=True, runs_dir=tmp_path / "runs", campaign="c1", profile="cpu")
+    config, _ = cpu_data        # prepared already, in the tests' cache ($AUTORESEARCH_CACHE)
+    settings = Settings(offline=True, runs_dir=tmp_path / "runs", campaign="c1", profile="cpu", data=config.data)
     c, resumed = open_campaign(settings, offline_models())
     assert isinstance(c.director, Director) and not resumed
     assert c.director.papers.fetch is None                      # offline: no network at all
-    assert c.director.papers.cache.folder == tmp_path / "cache" / "papers"
+    assert c.director.papers.cache.folder == Path(config.cache_dir) / "papers"
 
 
 @pytest.mark.slow(20)

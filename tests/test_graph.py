@@ -185,20 +185,20 @@ def test_prompt_edits_apply_next_iteration_and_broken_prompt_is_clear(tmp_path, 
 # -----------------------------------------------------------------------------
 # The offline researcher, for real
 
-@pytest.mark.slow(50)
+@pytest.mark.slow(40)
 def test_offline_researcher_improves_a_detuned_baseline(tmp_path, cpu_data):
     """Start from a batch 4x too small: a few offline experiments must find a better setting. Every
     run trains exactly MAX_STEPS steps (the 60-s budget never binds), so what a run learns does not
-    depend on how busy the machine is: under two CPU burners each doubling of the batch gained about
-    0.25 bpb here (2026-11-30). A keep must gain 0.01 bpb, so noise-level "improvements" don't lock
-    the search onto one knob."""
+    depend on how busy the machine is. At 30 steps doubling the batch gained 0.083 bpb here
+    (2026-11-30; 0.25 at 60 steps, nothing dependable at 20). A keep must gain 0.01 bpb, so
+    noise-level "improvements" don't lock the search onto one knob."""
     settings = settings_for(tmp_path, cpu_data, max_iterations=3, time_budget=60, min_improvement=0.01)
     run_dir = settings.runs_dir / settings.campaign
     from nanochat.prepare import HarnessConfig
     from tools import Workspace
     config, _ = cpu_data
     detuned = render_train_py("cpu")
-    for name, value in [("TOTAL_BATCH_TOKENS", 2**9), ("DEVICE_BATCH_SIZE", 2), ("MAX_STEPS", 60)]:
+    for name, value in [("TOTAL_BATCH_TOKENS", 2**9), ("DEVICE_BATCH_SIZE", 2), ("MAX_STEPS", 30)]:
         line = next(l for l in detuned.splitlines() if l.startswith(f"{name} = "))
         detuned = detuned.replace(line, f"{name} = {value}")
     Workspace.create(run_dir / "workspace", HarnessConfig(profile="cpu", data=config.data, time_budget=60), detuned)

@@ -42,9 +42,6 @@ def facts(result) -> dict:
     return json.loads(line[len("facts "):])
 
 
-
-
-
 @pytest.mark.slow(25)
 def test_the_next_run_is_served_by_the_spare_and_counts_from_go_and_a_stale_spare_is_replaced(ws, tmp_path):
     logs = tmp_path / "run" / "logs"
@@ -84,19 +81,17 @@ def test_the_next_run_is_served_by_the_spare_and_counts_from_go_and_a_stale_spar
     assert no_run_processes_left(logs.parent)
 
 
-@pytest.mark.slow
-def test_without_prestart_no_spare_is_left(ws, tmp_path):
-    run = run_training(ws, logs_dir=tmp_path / "run" / "logs", seed=7)
-    assert run.status == "ok" and facts(run)["started"] is None and facts(run)["seed"] == 7
-    assert supervisor._spare is None
-
-
-@pytest.mark.slow
-def test_where_torch_has_no_bytecode_a_run_compiles_it_privately(ws, tmp_path, monkeypatch):
-    """Never a shared bytecode cache: a .pyc planted there would be loaded by later runs."""
+@pytest.mark.slow(15)
+def test_a_plain_run_leaves_no_spare_and_where_torch_has_no_bytecode_compiles_it_privately(ws, tmp_path,
+                                                                                          monkeypatch):
+    """Without prestart the run's clock is its process's and no spare is left. And never a shared
+    bytecode cache: a .pyc planted there would be loaded by later runs."""
     monkeypatch.setattr(supervisor, "torch_has_bytecode", lambda: False)
-    run = run_training(ws, logs_dir=tmp_path / "run" / "logs")
-    assert run.status == "ok" and facts(run)["prefix"] == "/tmp/pycache"
+    run = run_training(ws, logs_dir=tmp_path / "run" / "logs", seed=7)
+    assert run.status == "ok", run
+    assert facts(run)["started"] is None and facts(run)["seed"] == 7
+    assert supervisor._spare is None
+    assert facts(run)["prefix"] == "/tmp/pycache"
 
 
 def test_a_prestarted_process_runs_nothing_without_go(tmp_path):
