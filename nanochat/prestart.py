@@ -1,7 +1,7 @@
 """
 A training process started before it is needed: it does the slow, experiment-independent part of
-a run (importing torch, dynamo, inductor and Triton; for a GPU profile, the CUDA context and a tiny compile)
-while the agent is still thinking, then waits. On one line on stdin, `go <unix time> [seed]`, it
+a run (importing torch and dynamo; for a GPU profile, also inductor and Triton, the CUDA context and a tiny
+compile) while the agent is still thinking, then waits. On one line on stdin, `go <unix time> [seed]`, it
 runs train.py as `python train.py` would, from its cwd, counting the run's total_seconds from that
 time, with H.seed = seed (the seed is only known once the run is asked for).
 
@@ -36,11 +36,11 @@ def warm_up() -> bool:
     except Exception:   # no (valid) harness config here: train.py will report that itself
         pass
     import torch
-    import torch._dynamo  # noqa: F401  (what torch.compile and create_block_mask import on first use)
-    import torch._inductor.compile_fx  # noqa: F401
+    import torch._dynamo  # noqa: F401  (torch.export in H.finish, torch.compile, create_block_mask)
     import torch.nn.attention.flex_attention  # noqa: F401  (create_block_mask, imported on first use)
     if device == "cpu" or not torch.cuda.is_available():
-        return False
+        return False    # no compiler: the template compiles only on a GPU (inductor's import is ~1 s of CPU)
+    import torch._inductor.compile_fx  # noqa: F401
     torch.cuda.init()
     a = torch.ones(64, 64, device="cuda", dtype=torch.bfloat16)
     (a @ a).sum().item()                                     # cuBLAS handle and workspace
