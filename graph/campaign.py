@@ -26,6 +26,7 @@ from graph.ledger import WORKSPACE_DIR, Ledger
 from graph.llm import Models
 from nanochat.config import HARNESS_FILE, HarnessConfig
 from tools import RunResult, Workspace, make_tools, run_training
+from tools.supervisor import start_spare
 from tools.workspace import git
 from tools.redact import Redactor
 
@@ -133,6 +134,18 @@ class Campaign:
                             results_path=None if self.parallel else self.results_path, redact=self.redactor.text,
                             unsafe=self.settings.unsafe_no_sandbox, seed_compile_cache=baseline and run == 1,
                             seed=self.seed(iteration, run))
+
+    def warm_spare(self) -> None:
+        """With prestart, start the next run's training process now that a run will follow, so its
+        imports (on a GPU, CUDA and the compiler) overlap the director's and the agent's thinking.
+        Only a time saver: if it cannot start, the run starts its own process and says why."""
+        if not self.settings.prestart:
+            return
+        try:
+            start_spare(self.workspace, logs_dir=self.logs_dir, gpu=self.settings.gpu,
+                        unsafe=self.settings.unsafe_no_sandbox)
+        except OSError as e:
+            self.on_event("error", {"message": f"could not pre-start the next run: {e}"})
 
     def rows(self, iteration: int) -> list:
         return self.ledger.rows(iteration)

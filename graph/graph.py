@@ -162,6 +162,8 @@ def stop_check_node(c: Campaign):
         if not reason:
             claimed = c.ledger.claim(c.agent, c.device, state.get("started_at"))
             reason = claimed.get("stop", "")
+        if not reason:
+            c.warm_spare()       # a run will follow: its process warms up while the agent thinks
         annotate(config, iteration=state.get("iteration"), commit=_short(state.get("best_commit")),
                  val_bpb=state.get("best_val_bpb"), status="stop" if reason else "continue",
                  stall=state.get("stall", 0))

@@ -14,6 +14,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+import graph.campaign as campaign_module
 from graph import results
 from graph.configuration import Credentials, Settings
 from graph.llm import make_models, offline_models
@@ -84,8 +85,12 @@ def workspace_dir(settings) -> Path:
 
 
 @pytest.mark.slow(25)
-def test_scripted_campaign_records_every_experiment(tmp_path, cpu_data):
+def test_scripted_campaign_records_every_experiment(tmp_path, cpu_data, monkeypatch):
     settings = settings_for(tmp_path, cpu_data, max_iterations=3)
+    warmed = []          # the spare training processes the campaign asked for (prestart is on by default)
+    real_start_spare = campaign_module.start_spare
+    monkeypatch.setattr(campaign_module, "start_spare",
+                        lambda ws, **kw: warmed.append(kw) or real_start_spare(ws, **kw))
     agent = Scripted(script=[
         *experiment(1, 0.03, "MATRIX_LR 0.03"),
         AIMessage("", tool_calls=[call("apply_patch", 2, patch="<<<<<<< SEARCH\nnot in the file\n=======\nx\n>>>>>>> REPLACE")]),
@@ -120,6 +125,10 @@ def test_scripted_campaign_records_every_experiment(tmp_path, cpu_data):
     assert logs == ["iter-00000-baseline-1.log", "iter-00001-agent-1.log", "iter-00003-agent-1.log"], logs
     state = json.loads((settings.runs_dir / "t" / "status.json").read_text())
     assert state["ended"] and state["stop_reason"] == "reached --max-iterations 3" and state["iteration"] == 3
+    # a spare before each experiment, none after the last; the agent's runs were pre-started processes
+    assert len(warmed) == 3
+    logs_dir = settings.runs_dir / "t" / "logs"
+    assert all((logs_dir / name).read_text().startswith("[prestart]") for name in logs[1:])
 
 
 @pytest.mark.slow(35)

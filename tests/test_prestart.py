@@ -16,7 +16,7 @@ from helpers_runs import make_run, no_run_processes_left, tiny_train
 from helpers_tools import snapshot
 from nanochat import prepare
 from tools import supervisor
-from tools.supervisor import RUN_MARKER_ENV, discard_spare, run_training
+from tools.supervisor import RUN_MARKER_ENV, discard_spare, run_training, start_spare
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,8 +50,12 @@ def test_the_next_run_is_served_by_the_spare_and_counts_from_go_and_a_stale_spar
     assert first.status == "ok", first
     assert facts(first)["seed"] == 11 and first.seed == 11                # a spare started for this run
     assert Path(first.log_path).read_text().startswith("[prestart]")    # started then, told to go at once
+    assert supervisor._spare is None              # none after a run: the campaign asks when another will follow
+    start_spare(ws, logs_dir=logs)
     spare = supervisor._spare
     assert spare is not None and spare.proc.poll() is None               # the next run's sandbox, warming up
+    start_spare(ws, logs_dir=logs)
+    assert supervisor._spare is spare                                    # a live spare for this harness is kept
     time.sleep(1.0)
     asked = time.time()
     second = run_training(ws, logs_dir=logs, prestart=True, seed=12345)
@@ -62,19 +66,23 @@ def test_the_next_run_is_served_by_the_spare_and_counts_from_go_and_a_stale_spar
     assert asked <= float(seen["started"]) <= time.time()               # its clock started at go, not at spawn
     assert seen["nobytecode"] == "1"                                     # nothing can be planted beside a source
     assert snapshot(ws) == before                                        # the workspace is untouched
+    assert supervisor._spare is None
 
     # a spare for another harness, or a dead one, is replaced
+    start_spare(ws, logs_dir=logs)
     stale = supervisor._spare
     harness = json.loads((ws.root / "harness.json").read_text())
     (ws.root / "harness.json").write_text(json.dumps({**harness, "time_budget": 7}))
     run = run_training(ws, logs_dir=logs, prestart=True)
     assert run.status == "ok" and facts(run)["run"] != stale.marker and stale.proc.poll() is not None
+    start_spare(ws, logs_dir=logs)
     dead = supervisor._spare
     os.killpg(dead.proc.pid, signal.SIGKILL)
     dead.proc.wait()
     run = run_training(ws, logs_dir=logs, prestart=True)
     assert run.status == "ok" and facts(run)["run"] != dead.marker
 
+    start_spare(ws, logs_dir=logs)
     next_spare = supervisor._spare
     discard_spare()
     assert supervisor._spare is None and next_spare.proc.poll() is not None

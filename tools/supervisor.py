@@ -14,9 +14,9 @@ train.py is hostile code: a model wrote it, and it is rewarded for a low val_bpb
    Only that process's verdict becomes the run's val_bpb.
 4. After: HEAD, refs/autoresearch/* and results.tsv must be what they were before the run.
 
-Prestart (optional): the next run's sandbox is started as soon as a run ends, so its imports and
-CUDA set-up (nanochat/prestart.py) overlap the agent's thinking; `go` starts it with the latest
-train.py copied into its scratch directory.
+Prestart (optional): once the campaign knows another run will follow, start_spare starts that
+run's sandbox, so its imports and CUDA set-up (nanochat/prestart.py) overlap the agent's thinking;
+`go` starts it with the latest train.py copied into its scratch directory.
 """
 
 from __future__ import annotations
@@ -497,6 +497,19 @@ def _take_spare(key) -> Spare | None:
     return spare
 
 
+def start_spare(workspace, *, logs_dir, gpu=None, python: str = sys.executable, unsafe: bool = False) -> None:
+    """Start the next run's training sandbox now, warming up until run_training(prestart=True) tells
+    it to go. A campaign calls this once it knows another run will follow (not after its last run,
+    where the spare would only be killed). A live spare for the same harness is kept."""
+    global _spare
+    ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
+    if not unsafe:
+        sandbox.require()
+    with RUN_LOCK:
+        launch = Launch(ws, ensure_pin(Path(logs_dir).resolve().parent, ws), gpu, python, unsafe)
+        _spare = _take_spare(launch.key()) or _start_training(launch, prestart=True)
+
+
 def discard_spare() -> None:
     """Kill the waiting spare, if any (a campaign calls this when it ends)."""
     with RUN_LOCK:
@@ -541,7 +554,9 @@ def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = No
                  seed: int = DEFAULT_SEED) -> RunResult:
     """Run the workspace's train.py once, with H.seed = `seed`, and say how it went. The log goes to `logs_dir/<name>.log`
     and the RunResult to `logs_dir/<name>.json`; the pid file and the harness pin live in
-    logs_dir's parent (the run dir). `redact` masks secrets in every line of the log.
+    logs_dir's parent (the run dir). `redact` masks secrets in every line of the log. With
+    `prestart` the run is a pre-started process: start_spare's, if it can serve this run, else one
+    started now and told to go at once.
     Raises HarnessTampered or TamperError (tools/workspace.py) when the harness or the campaign's
     records changed: the campaign must stop. Without bwrap (and not `unsafe`) raises SandboxError."""
     global _spare
@@ -578,8 +593,6 @@ def run_training(workspace, *, logs_dir, gpu=None, wall_limit: float | None = No
         result.save(log_path.with_suffix(".json"))
         ws.verify_unchanged(before, extra_files=guarded)
         pin.verify()
-        if prestart and _spare is None:
-            _spare = _start_training(launch, prestart=True)
         return result
 
 
