@@ -9,6 +9,10 @@ from pathlib import Path
 from tools.supervisor import run_processes
 from tools.workspace import Workspace
 
+# A real train.py that trains nothing, with the template's constants for the offline researcher to
+# turn: campaigns that test the loop, not the model, run it (a run costs ~5 s of CPU, the template's ~8).
+NOISY_TRAIN = Path(__file__).parent / "fixtures" / "noisy_train.py"
+
 # a causal, position-wise model: trains nothing, exports in a second, scores log-ish(vocab)
 TINY = '''\
 import torch

@@ -133,14 +133,16 @@ def test_scripted_campaign_records_every_experiment(tmp_path, cpu_data, monkeypa
 
 @pytest.mark.slow(35)
 def test_campaign_over_http_survives_429_500_and_timeouts_and_records_an_llm_that_keeps_failing(tmp_path, cpu_data):
+    from helpers_runs import NOISY_TRAIN     # the LLM's faults are tested here, not the model: it trains nothing
     settings = settings_for(tmp_path, cpu_data, offline=False, max_iterations=2, llm_timeout=1.5,
-                            llm_max_attempts=4, agent_model="fake-model")
+                            llm_max_attempts=4, agent_model="fake-model", train=NOISY_TRAIN)
+    lr = "<<<<<<< SEARCH\nMATRIX_LR = 0.04\n=======\nMATRIX_LR = 0.025\n>>>>>>> REPLACE\n"
     with FakeOpenAI() as server:
         server.push(
             rate_limited(retry_after="1"),
             tool_calls_reply(("read_file", {"path": "train.py"})),
             error(500),
-            tool_calls_reply(("apply_patch", {"patch": patch_lr(0.025)})),
+            tool_calls_reply(("apply_patch", {"patch": lr})),
             delayed(5),                                            # past the 1.5 s client timeout
             tool_calls_reply(("run_training", {})),
             error(503),

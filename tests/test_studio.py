@@ -19,6 +19,7 @@ from graph.campaign import CampaignError, open_campaign
 from graph.configuration import Settings
 from graph.graph import build_graph
 from graph.llm import offline_models
+from helpers_runs import NOISY_TRAIN
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_CLI = "langgraph-cli[inmem] is not installed (the `studio` extra: make setup, or pip install -e '.[studio]')"
@@ -64,7 +65,7 @@ def _server_env(tmp_path, data: str) -> dict:
                 "AUTORESEARCH_RUNS_DIR": str(tmp_path / "runs"), "AUTORESEARCH_CAMPAIGN": "t",
                 "AUTORESEARCH_OFFLINE": "true", "AUTORESEARCH_PROFILE": "cpu", "AUTORESEARCH_DATA": data,
                 "AUTORESEARCH_TIME_BUDGET": "1", "AUTORESEARCH_NOISE_RUNS": "1",
-                "AUTORESEARCH_MAX_ITERATIONS": "1"})
+                "AUTORESEARCH_MAX_ITERATIONS": "1", "AUTORESEARCH_TRAIN": str(NOISY_TRAIN)})
     return env
 
 

@@ -13,6 +13,7 @@ from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from graph import results
+from helpers_runs import NOISY_TRAIN
 from graph.configuration import Credentials
 from graph.llm import chat_model, invoke_with_retry
 from graph.offline import OfflineDirector
@@ -98,7 +99,8 @@ def test_a_campaign_reaches_langsmith_as_a_tree_and_the_run_dir_as_jsonl(tmp_pat
                                              + f"\nTest credentials: {KEY} and {TOKEN} and {LS_KEY}.\n")
     argv = ["--campaign", "traced", "--runs-dir", str(tmp_path / "runs"), "--offline", "--profile", "cpu",
             "--time-budget", "1", "--max-iterations", "1", "--data", str(tiny_corpus), "--prompts-dir", str(prompts),
-            "--noise-runs", "1"]   # one run per experiment: the tree below has no confirm node
+            "--noise-runs", "1",   # one run per experiment: the tree below has no confirm node
+            "--train", str(NOISY_TRAIN)]     # a train.py that trains nothing: the loop is traced, not the model
 
     assert main(argv) == 0      # main flushes the LangSmith client before it returns
 
