@@ -86,7 +86,7 @@ def agent_prompts(monkeypatch):
 def make_campaign(tmp_path, *, patience=3, iterations=6, papers=None, models=None, **settings):
     ws = make_workspace(tmp_path, train_py=FIXTURE_TRAIN.read_text())
     settings.setdefault("noise_runs", 1)    # one run per experiment: the fake scores are the verdicts
-    s = Settings(offline=True, plateau_patience=patience, max_iterations=iterations,
+    s = Settings(offline=True, plateau_patience=patience, max_iterations=iterations, prestart=False,  # runs faked
                  runs_dir=tmp_path / "runs", **settings)
     run_dir = tmp_path / "runs" / "test"
     run_dir.mkdir(parents=True)
@@ -407,17 +407,19 @@ def test_open_campaign_attaches_a_director(tmp_path, cpu_data):
     assert c.director.papers.cache.folder == Path(config.cache_dir) / "papers"
 
 
-@pytest.mark.slow(20)
+@pytest.mark.slow(12)
 def test_end_to_end_on_the_cpu_harness(tmp_path, cpu_data, monkeypatch):
-    """The real harness (1 s of training per run) for both experiments: a discard, the director,
-    an experiment that carries its directive. min_improvement is huge so nothing is kept: the
-    stall is certain. Only the baseline is faked, to save a run (~12 s on 2 cores)."""
+    """The real harness, sandbox and scorer for both experiments, on a train.py that trains nothing
+    (helpers_runs.NOISY_TRAIN, with the template's constants): a discard, the director, an
+    experiment that carries its directive. min_improvement is huge so nothing is kept: the stall is
+    certain. Only the baseline is faked, to save a run."""
     monkeypatch.setattr(campaign_module, "run_training", lambda workspace, **kw: run_result(BASELINE_BPB))
-    from nanochat.prepare import HarnessConfig, render_train_py
+    from helpers_runs import NOISY_TRAIN
+    from nanochat.prepare import HarnessConfig
     from tools import Workspace
     config, _ = cpu_data
     pinned = HarnessConfig(profile="cpu", data=config.data, time_budget=1, cache_dir=config.cache_dir)
-    ws = Workspace.create(tmp_path / "ws", pinned, render_train_py("cpu"))
+    ws = Workspace.create(tmp_path / "ws", pinned, NOISY_TRAIN.read_text())
     s = Settings(offline=True, plateau_patience=1, max_iterations=2, min_improvement=100.0, runs_dir=tmp_path / "runs")
     run_dir = tmp_path / "runs" / "e2e"
     run_dir.mkdir(parents=True)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nanochat import prepare
-from nanochat.prepare import HarnessConfig, Tokenizer, check_causal, evaluate_bpb, pack_rows
+from nanochat.prepare import HarnessConfig, check_causal, evaluate_bpb, pack_rows
 
 from nanochat.config import SUMMARY_ENV, SUMMARY_KEYS
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_runs import log_text, make_run, no_run_processes_left, tiny_train
+from helpers_runs import NOISY_TRAIN, log_text, make_run, no_run_processes_left, tiny_train
 from tools import sandbox
 from tools.harness_pin import PIN_DIR, HarnessPin, HarnessTampered
 from tools.supervisor import run_training
@@ -257,15 +257,17 @@ def test_a_forged_handoff_cannot_run_code_in_the_scorer(tmp_path, cpu_data):
 # -----------------------------------------------------------------------------
 # Through a whole campaign: a scripted model delivers the attacks with apply_patch
 
-HARNESS_LINE = "H = load_harness()  # the campaign's frozen context: seq_len, vocab_size, time_budget, device, data"
-FINISH_LINE = "         num_params=num_params, depth=DEPTH, mfu_percent=mfu, startup_seconds=startup_seconds)"
+# the campaign trains helpers_runs.NOISY_TRAIN (a real train.py that trains nothing): the attacks
+# are what is tested, not the model
+HARNESS_LINE = "H = load_harness()"
+FINISH_LINE = "         startup_seconds=0.0)"
 
 
 def after(line: str, code: str) -> str:
     return f"<<<<<<< SEARCH\n{line}\n=======\n{line}\n{code}\n>>>>>>> REPLACE\n"
 
 
-@pytest.mark.slow(35)
+@pytest.mark.slow(20)
 def test_a_campaign_keeps_no_forged_score_leaks_no_key_and_leaves_nothing_behind(tmp_path, cpu_data, monkeypatch):
     import dataclasses
     from langchain_core.messages import AIMessage
@@ -278,7 +280,8 @@ def test_a_campaign_keeps_no_forged_score_leaks_no_key_and_leaves_nothing_behind
     monkeypatch.setenv("OPENAI_API_KEY", CANARY)
     config, _ = cpu_data
     settings = Settings(campaign="evil", runs_dir=tmp_path / "runs", profile="cpu", data=config.data, time_budget=1,
-                        max_iterations=2, offline=True, plateau_patience=99, noise_runs=1)   # one row an attack
+                        max_iterations=2, offline=True, plateau_patience=99, noise_runs=1,   # one row an attack
+                        train=NOISY_TRAIN)
     ws_git = settings.runs_dir / "evil" / "workspace" / ".git"
     marker = tmp_path / "fsmonitor-ran"
     attacks = [
@@ -308,6 +311,8 @@ def test_a_campaign_keeps_no_forged_score_leaks_no_key_and_leaves_nothing_behind
     rows = results.rows(run_dir / "results.tsv")
     assert [r.iteration for r in rows] == [0, 1, 2]
     assert rows[1].status in ("keep", "discard") and rows[1].val_bpb > 1.0   # the scorer's, not the forged 0.0123
+    from tools.workspace import git
+    assert '"val_bpb": 0.0123' in git(ws_git.parent, "show", f"{rows[1].commit}:train.py")   # the attack ran
     assert all(r.val_bpb is None or r.val_bpb > 1.0 for r in rows), [r.val_bpb for r in rows]
     # the key is nowhere: not in what the model was sent, the logs, the records or the checkpoints
     sent = repr(agent.seen)

@@ -58,6 +58,7 @@ def dead_url() -> str:
 def make_campaign(tmp_path, base_url: str, **settings):
     ws = make_workspace(tmp_path, train_py=FIXTURE_TRAIN.read_text())
     s = Settings(**{"noise_runs": 1, "plateau_patience": 99, "max_iterations": 10, "llm_max_attempts": 1,
+                    "prestart": False,      # runs are faked: no training process to start ahead
                     "runs_dir": tmp_path / "runs", **settings})
     run_dir = tmp_path / "runs" / "test"
     run_dir.mkdir(parents=True)

@@ -46,7 +46,7 @@ def check_experiment_rows(rows, campaign: str, noise_runs: int = 3):
         assert len(runs) <= noise_runs
 
 
-@pytest.mark.slow(85)
+@pytest.mark.slow(70)
 def test_a_real_gain_is_kept_across_a_kill_9_in_its_confirmation_and_changes_that_do_nothing_never_are(
         tmp_path, cpu_data):
     """Only changing MATRIX_LR matters to the fixture (~4σ). Experiment 1 (MATRIX_LR) is killed with -9

@@ -1,7 +1,8 @@
 """A parallel campaign on Ray, on the CPU (`--workers 2`): two agents over HTTP share one campaign
 (unique rows, both contribute, each sees what the other runs); an agent's process killed mid-run
 becomes a crash row while the other goes on, and a driver killed with -9 resumes losing and
-doubling nothing. One campaign with real agents, sandboxes and training runs: about a minute.
+doubling nothing. One campaign with real agents, sandboxes, runs and scoring (of a train.py that
+trains nothing, helpers_runs.NOISY_TRAIN): about a minute.
 How much faster several agents are is measured on GPUs (docs/SCALING.md), not timed here."""
 
 import json
@@ -18,10 +19,11 @@ import pytest
 from graph import results
 from tests.fake_openai import ResearcherServer
 from graph.parallel import ray_mark
+from helpers_runs import NOISY_TRAIN
 from tools.supervisor import marked_processes, run_processes
 
 pytest.importorskip("ray")
-pytestmark = pytest.mark.slow(100)
+pytestmark = pytest.mark.slow(75)
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY = 0.5        # seconds per LLM request, 4 requests an experiment: the agents think while others train
@@ -35,7 +37,9 @@ def campaign(tmp_path, cpu_data, name, *flags, server=None, resume=False) -> sub
     if server is not None:
         env.update(OPENAI_API_KEY="sk-test-parallel", OPENAI_BASE_URL=server.base_url)
     args = [sys.executable, "-m", "graph.run", "--campaign", name, "--runs-dir", str(tmp_path / "runs"),
-            *([] if resume else ["--profile", "cpu", "--data", config.data, "--time-budget", "1"]),
+            # a train.py that trains nothing: the sharing of one campaign is tested, not the model
+            *([] if resume else ["--profile", "cpu", "--data", config.data, "--time-budget", "1",
+                                 "--train", str(NOISY_TRAIN)]),
             "--noise-runs", "1", "--plateau-patience", "99", *flags, *(["--resume"] if resume else []),
             *([] if server is not None else ["--offline"])]
     # the console goes to a file: Ray's processes may hold a pipe open after the driver is killed

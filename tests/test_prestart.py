@@ -42,7 +42,7 @@ def facts(result) -> dict:
     return json.loads(line[len("facts "):])
 
 
-@pytest.mark.slow(25)
+@pytest.mark.slow(22)
 def test_the_next_run_is_served_by_the_spare_and_counts_from_go_and_a_stale_spare_is_replaced(ws, tmp_path):
     logs = tmp_path / "run" / "logs"
     before = snapshot(ws)

@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from typing import Annotated, TypedDict
+from typing import TypedDict
 
 import pytest
 from langchain_core.language_models import BaseChatModel

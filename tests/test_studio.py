@@ -69,7 +69,7 @@ def _server_env(tmp_path, data: str) -> dict:
     return env
 
 
-@pytest.mark.slow(25)
+@pytest.mark.slow(18)
 @pytest.mark.skipif(not HAS_CLI, reason=NO_CLI)
 def test_langgraph_dev_runs_a_campaign_to_the_end(tmp_path, cpu_data):
     import httpx

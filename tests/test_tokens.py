@@ -80,7 +80,8 @@ def metered_models():
 
 def make_campaign(tmp_path, models=None, ws=None, **settings) -> Campaign:
     ws = ws or make_workspace(tmp_path, train_py=FIXTURE_TRAIN.read_text())
-    kw = dict(offline=True, plateau_patience=99, max_iterations=3, runs_dir=tmp_path / "runs", noise_runs=1)
+    kw = dict(offline=True, plateau_patience=99, max_iterations=3, runs_dir=tmp_path / "runs", noise_runs=1,
+              prestart=False)     # runs are faked: no training process to start ahead
     s = Settings(**{**kw, **settings})
     run_dir = tmp_path / "runs" / "test"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def no_langsmith(monkeypatch):
 # a real campaign, traced
 
 
-@pytest.mark.slow(20)
+@pytest.mark.slow(12)
 def test_a_campaign_reaches_langsmith_as_a_tree_and_the_run_dir_as_jsonl(tmp_path, cache_dir, tiny_corpus,
                                                                           secrets_env, langsmith):
     from graph.run import main
