@@ -26,7 +26,7 @@ from graph.graph import build_graph
 from graph.llm import Models, make_models
 from graph.prompts import PromptError
 from graph.status import StatusFile, parse_step
-from nanochat.prepare import HarnessError
+from nanochat.config import HarnessError
 from tools.redact import make_undumpable
 from tools.harness_pin import HarnessTampered
 from tools.sandbox import SandboxError
