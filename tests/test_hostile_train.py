@@ -179,7 +179,11 @@ def test_processes_files_and_disk_are_capped(tmp_path, cpu_data, monkeypatch):
     spawned = int(log.split("SPAWNED ")[1].split()[0])
     if not mechanism.startswith("none"):
         assert spawned < 48
-    assert "BIG refused" in log
+    # the file-size limit refuses the write; on a busy machine the disk watcher (once a second) may
+    # see the capped file first and stop the run before it prints: either way no 80 MB were written
+    assert "BIG written" not in log
+    assert "BIG refused" in log or (r.status == "crash" and "directory grew past the 50 MB allowed" in r.message), \
+        (r.status, r.message, log)
     assert no_run_processes_left(logs.parent)
 
 

@@ -657,8 +657,8 @@ def supervise(launch: Launch, log_path: Path, run_dir: Path, wall_limit: float, 
             def too_much_disk():
                 used = sandbox.disk_usage(scratch)
                 if used > launch.max_scratch_bytes:
-                    return (f"train.py wrote {used / 2**30:.1f} GB into its directory, more than the "
-                            f"{launch.max_scratch_bytes / 2**30:.0f} GB allowed, and was stopped.")
+                    return (f"train.py's directory grew past the {_size(launch.max_scratch_bytes)} allowed "
+                            f"({_size(used)} written), and the run was stopped.")
                 return None
             stopped = wait_unreaped(proc.pid, wall_limit, watch=too_much_disk)
             kill_group(proc.pid)   # the sandbox (and with it every process inside it) or leftovers
@@ -696,6 +696,10 @@ def supervise(launch: Launch, log_path: Path, run_dir: Path, wall_limit: float, 
             shutil.rmtree(scratch, ignore_errors=True)
     return RunResult(status, message, metrics, str(log_path), read_tail(log_path), proc.returncode,
                      round(time.monotonic() - start, 1))
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
 
 def keep_compile_seed(caches: Path, seed: Path) -> None:
