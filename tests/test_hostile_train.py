@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from helpers_runs import NOISY_TRAIN, log_text, make_run, no_run_processes_left, tiny_train
-from tools import sandbox
+from tools import sandbox, supervisor
 from tools.harness_pin import PIN_DIR, HarnessPin, HarnessTampered
-from tools.supervisor import run_training
+from tools.supervisor import run_training, start_spare
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +196,9 @@ def test_a_planted_change_in_the_pinned_harness_stops_the_campaign(tmp_path, cpu
     (cache / "prepare.cpython-311.pyc").write_bytes(b"planted")
     with pytest.raises(HarnessTampered, match="was added"):
         run_training(ws, logs_dir=logs)
+    with pytest.raises(HarnessTampered, match="was added"):     # nor is a spare started from it
+        start_spare(ws, logs_dir=logs)
+    assert supervisor._spare is None
     (cache / "prepare.cpython-311.pyc").unlink()
     cache.rmdir()
     target = pinned / "prepare.py"

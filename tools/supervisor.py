@@ -500,13 +500,16 @@ def _take_spare(key) -> Spare | None:
 def start_spare(workspace, *, logs_dir, gpu=None, python: str = sys.executable, unsafe: bool = False) -> None:
     """Start the next run's training sandbox now, warming up until run_training(prestart=True) tells
     it to go. A campaign calls this once it knows another run will follow (not after its last run,
-    where the spare would only be killed). A live spare for the same harness is kept."""
+    where the spare would only be killed). A live spare for the same harness is kept. Like a run, a
+    spare starts only from a verified harness pin: HarnessTampered otherwise."""
     global _spare
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     if not unsafe:
         sandbox.require()
     with RUN_LOCK:
-        launch = Launch(ws, ensure_pin(Path(logs_dir).resolve().parent, ws), gpu, python, unsafe)
+        pin = ensure_pin(Path(logs_dir).resolve().parent, ws)
+        pin.verify()
+        launch = Launch(ws, pin, gpu, python, unsafe)
         _spare = _take_spare(launch.key()) or _start_training(launch, prestart=True)
 
 
